@@ -89,20 +89,32 @@ class LogMel(nn.Module):
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long, device=wave.device)
         lengths = lengths.to(wave.device)
-        wave = wave.float()
+        frames = self.num_frames(lengths)
+        out = wave.new_zeros(wave.shape[0], int(self.num_frames(torch.tensor(wave.shape[1]))), self.cfg.n_mels)
+        # Work through the batch in row chunks of about CHUNK_SAMPLES, each trimmed to its own
+        # longest row: the complex STFT is 6x the size of the log-mel, and keeping it cache-sized
+        # is ~5x faster on CPU than one batch-wide STFT (measured by bench/bench_features.py).
+        rows = max(1, self.CHUNK_SAMPLES // max(1, wave.shape[1]))
+        for i in range(0, wave.shape[0], rows):
+            n = int(lengths[i : i + rows].max())
+            feats = self._logmel(wave[i : i + rows, :n].float(), lengths[i : i + rows])
+            out[i : i + rows, : feats.shape[1]] = feats
+        return out.masked_fill(~_valid_mask(frames, out.shape[1])[..., None], 0.0), frames
+
+    CHUNK_SAMPLES = 1 << 17
+
+    def _logmel(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(b, n) waveforms -> (b, t, n_mels) log-mel; padding zeroed first so it cannot leak."""
         if int(lengths.min()) < wave.shape[1]:
-            wave = wave * _valid_mask(lengths, wave.shape[1])  # padding must be zeros, whatever came in
+            wave = wave * _valid_mask(lengths, wave.shape[1])
         cfg = self.cfg
         spec = torch.stft(
             wave, n_fft=cfg.fft_size, hop_length=cfg.hop_length, win_length=cfg.win_length,
             window=self.window, center=cfg.center, pad_mode="constant", return_complex=True,
-        )  # (B, F, T)
+        )  # (b, F, t)
         power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (B, T, n_mels)
-        feats = torch.log(torch.clamp(mel, min=cfg.log_floor))
-        frames = self.num_frames(lengths).clamp(max=feats.shape[1])
-        feats = feats.masked_fill(~_valid_mask(frames, feats.shape[1])[..., None], 0.0)
-        return feats, frames
+        mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (b, t, n_mels)
+        return torch.log(torch.clamp(mel, min=cfg.log_floor))
 
 
 class UtteranceCMVN(nn.Module):
