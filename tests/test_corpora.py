@@ -9,7 +9,7 @@ import io
 import json
 import tarfile
 import threading
-import time
+import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -96,6 +96,29 @@ def test_fsdd_speaker_split(fsdd_dir, tmp_path):
         fsdd.prepare(fsdd_dir.parents[1], tmp_path / "c", split="speaker", test_speakers=["nobody"])
 
 
+def test_fsdd_download_github_zip(http_dir, tmp_path):
+    """No local copy: the GitHub archive (zip, top folder named after the commit) is fetched and used."""
+    base, www, seen = http_dir
+    top = "free-spoken-digit-dataset-26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+    with zipfile.ZipFile(www / "fsdd.zip", "w") as zf:
+        zf.writestr(f"{top}/README.md", "# Free Spoken Digit Dataset (tiny test copy)\n")
+        for spk in ("alice", "bob"):
+            for d in range(10):
+                for i in range(12):
+                    buf = io.BytesIO()
+                    sf.write(buf, _tone(0.05 + 0.01 * d, sr=8000), 8000, format="WAV", subtype="PCM_16")
+                    zf.writestr(f"{top}/recordings/{d}_{spk}_{i}.wav", buf.getvalue())
+    src = SOURCES["fsdd"].with_url(base + "/fsdd.zip")
+    out = fsdd.prepare(tmp_path / "data", tmp_path / "out", source=src)
+    n = {k: len(read_manifest(p)) for k, p in out.items()}
+    assert n == {"test": 2 * 10 * 5, "dev": 2 * 10 * 5, "train": 2 * 10 * 2}
+    assert read_manifest(out["dev"])[0]["duration"] == pytest.approx(0.05)
+    out = fsdd.prepare(tmp_path / "data", tmp_path / "out2", source=src, split="speaker", test_speakers=["bob"],
+                       dev_speakers=["alice"])
+    assert seen == ["/fsdd.zip"]  # the second prepare found the extracted copy
+    assert {r["speaker"] for r in read_manifest(out["test"])} == {"bob"}
+
+
 def test_fsdd_rerun_is_idempotent(fsdd_dir, fsdd_official):
     before = {k: p.read_bytes() for k, p in fsdd_official.items()}
     mtimes = {k: p.stat().st_mtime_ns for k, p in fsdd_official.items()}
@@ -132,16 +155,18 @@ def _sph(path: Path, seconds: float) -> None:
     sf.write(str(path), (_tone(seconds) * 32767).astype(np.int16), SR, format="NIST", subtype="PCM_16")
 
 
-def test_an4_test_partition_parsing(tmp_path):
-    root = tmp_path / "data" / "an4" / "an4"
-    (root / "etc").mkdir(parents=True)
+def test_an4_test_partition_parsing(http_dir, tmp_path):
+    """A tiny an4_sphere.tar.gz (train + test partitions, real layout) fetched over loopback."""
+    base, www, seen = http_dir
+    stage = tmp_path / "stage" / "an4"
+    (stage / "etc").mkdir(parents=True)
     train = {"an1-fabc-b": ("fabc", "<s> A B C </s> (an1-fabc-b)"), "an2-mxyz-b": ("mxyz", "<s>  TWO   NINE </s> (an2-mxyz-b)")}
     for utt, (spk, _) in train.items():
-        _sph(root / "wav" / "an4_clstk" / spk / f"{utt}.sph", 0.5)
-    (root / "etc" / "an4_train.transcription").write_text("\n".join(l for _, l in train.values()) + "\n")
+        _sph(stage / "wav" / "an4_clstk" / spk / f"{utt}.sph", 0.5)
+    (stage / "etc" / "an4_train.transcription").write_text("\n".join(l for _, l in train.values()) + "\n")
     for utt, spk in (("cen1-fash-b", "fash"), ("cen2-fash-b", "fash"), ("cen3-mjgk-b", "mjgk")):
-        _sph(root / "wav" / "an4test_clstk" / spk / f"{utt}.sph", 0.75)
-    (root / "etc" / "an4_test.transcription").write_bytes(
+        _sph(stage / "wav" / "an4test_clstk" / spk / f"{utt}.sph", 0.75)
+    (stage / "etc" / "an4_test.transcription").write_bytes(
         b"ENTER SIX TWO FOUR (cen1-fash-b)\r\n"
         b"\n"
         b"<s> RUBOUT G M E F THREE NINE </s> (cen2-fash-b)\n"  # the train style, in the test file
@@ -149,10 +174,17 @@ def test_an4_test_partition_parsing(tmp_path):
         b"NO AUDIO HERE (cen9-nobody-b)\n"
         b"a line without an id\n"
     )
-    parsed = an4.parse_transcription(root / "etc" / "an4_test.transcription")
+    with tarfile.open(www / "an4_sphere.tar.gz", "w:gz") as tf:
+        tf.add(stage, arcname="an4")
+    src = SOURCES["an4"].with_url(base + "/an4_sphere.tar.gz")
+    root = tmp_path / "data" / "an4" / "an4"
+    parsed = an4.parse_transcription(stage / "etc" / "an4_test.transcription")
     assert parsed == [("cen1-fash-b", "enter six two four"), ("cen2-fash-b", "rubout g m e f three nine"),
                       ("cen3-mjgk-b", "yes"), ("cen9-nobody-b", "no audio here")]
-    out = an4.prepare(tmp_path / "data", tmp_path / "out", dev_speakers=["mxyz"], download=False)
+    with pytest.raises(FileNotFoundError, match="downloads disabled"):
+        an4.prepare(tmp_path / "data", tmp_path / "out", download=False, source=src)
+    out = an4.prepare(tmp_path / "data", tmp_path / "out", dev_speakers=["mxyz"], source=src)
+    assert seen == ["/an4_sphere.tar.gz"] and (root / "etc" / "an4_test.transcription").is_file()
     assert set(out) == {"train", "dev", "test"}
     test = read_manifest(out["test"])
     assert [(r["id"], r["text"], r["speaker"]) for r in test] == [
@@ -330,6 +362,20 @@ def test_tatoeba_real_splits_disjoint(tatoeba_root, tmp_path, direction):
         assert ("가.", "Go.") in pairs["train"] + pairs["dev"] + pairs["test"]
     else:
         assert not any("\u202f" in t for v in pairs.values() for _, t in v)
+
+
+def test_tatoeba_download_zip(tmp_path):
+    """The manythings zip (kor.txt + _about.txt), fetched from a file:// URL."""
+    arc = tmp_path / "kor-eng.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("_about.txt", "** Info **\n")
+        zf.writestr("kor.txt", "".join(f"Sentence {i}.\t문장 {i}.\tCC-BY 2.0 (France) Attribution: tatoeba.org #{i}\n"
+                                       for i in range(200)))
+    src = SOURCES["tatoeba_kor_eng"].with_url(arc.as_uri())
+    out = tatoeba.prepare(tmp_path / "data", tmp_path / "out", source=src)
+    pairs = _assert_disjoint(out)
+    assert sum(len(v) for v in pairs.values()) == 200 and pairs["train"][0] == ("문장 0.", "Sentence 0.")
+    assert (tmp_path / "data" / "tatoeba_kor_eng" / "kor.txt").is_file()
 
 
 def test_tatoeba_tiny_dedupe_direction(tmp_path):

@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 
 from .common import clean_text, durations, is_prepared, mark_prepared, write_manifest
-from .download import find_or_download
+from .download import Source, find_or_download
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,11 @@ def prepare(
     dev_fraction: float = 0.1,
     dev_speakers: list[str] | tuple[str, ...] | None = None,
     download: bool = True,
+    source: Source | None = None,
     force: bool = False,
 ) -> dict[str, Path]:
     """Write ``out_dir/{train,dev}.jsonl`` (+ ``test.jsonl`` when the test partition exists)."""
-    root = find_or_download(NAME, data_dir, download_missing=download)
+    root = find_or_download(NAME, data_dir, download_missing=download, source=source)
     out_dir = Path(out_dir)
     train_tr, test_tr = root / "etc" / "an4_train.transcription", root / "etc" / "an4_test.transcription"
     train_wav, test_wav = root / "wav" / "an4_clstk", root / "wav" / "an4test_clstk"

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from .common import durations, is_prepared, mark_prepared, write_manifest
-from .download import find_or_download
+from .download import Source, find_or_download
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,13 @@ def prepare(
     test_speakers: tuple[str, ...] | list[str] = DEFAULT_TEST_SPEAKERS,
     dev_speakers: tuple[str, ...] | list[str] = DEFAULT_DEV_SPEAKERS,
     download: bool = True,
+    source: Source | None = None,
     force: bool = False,
 ) -> dict[str, Path]:
     """Write ``out_dir/{train,dev,test}.jsonl`` for FSDD and return ``{split: path}``."""
     if split not in ("official", "speaker"):
         raise ValueError(f"fsdd: split must be 'official' or 'speaker', not {split!r}")
-    root = find_or_download(NAME, data_dir, download_missing=download)
+    root = find_or_download(NAME, data_dir, download_missing=download, source=source)
     rec = root / "recordings"
     out_dir = Path(out_dir)
     test_speakers, dev_speakers = tuple(test_speakers), tuple(dev_speakers)

@@ -31,7 +31,7 @@ import logging
 from pathlib import Path
 
 from .common import clean_text, is_prepared, mark_prepared, write_tsv
-from .download import find_or_download
+from .download import Source, find_or_download
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def prepare(
     dev_fraction: float = 0.05,
     test_fraction: float = 0.05,
     download: bool = True,
+    source: Source | None = None,
     force: bool = False,
 ) -> dict[str, Path]:
     """Write ``out_dir/{train,dev,test}.tsv`` (``source<TAB>target``) and return their paths."""
@@ -110,7 +111,7 @@ def prepare(
     if not (0 <= dev_fraction and 0 <= test_fraction and dev_fraction + test_fraction < 1):
         raise ValueError("tatoeba: dev_fraction + test_fraction must lie in [0, 1)")
     corpus, names, eng_first = DIRECTIONS[direction]
-    root = find_or_download(corpus, data_dir, download_missing=download)
+    root = find_or_download(corpus, data_dir, download_missing=download, source=source)
     path = next((root / n for n in names if (root / n).is_file()), None)
     if path is None:
         raise FileNotFoundError(f"tatoeba: none of {names} in {root}")
