@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import tarfile
 import threading
 import zipfile

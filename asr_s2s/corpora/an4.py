@@ -80,7 +80,7 @@ def pick_dev_speakers(speakers: list[str] | set[str], fraction: float = 0.1) -> 
     return sorted(picked)
 
 
-def _entries(root: Path, transcription: Path, wav_dir: Path) -> list[dict]:
+def _entries(transcription: Path, wav_dir: Path) -> list[dict]:
     audio = {p.stem: p for p in wav_dir.glob("*/*.sph")}
     rows, missing = [], 0
     for utt, text in parse_transcription(transcription):
@@ -124,7 +124,7 @@ def prepare(
     if not train_tr.is_file():
         raise FileNotFoundError(f"an4: {train_tr} not found")
 
-    rows = _entries(root, train_tr, train_wav)
+    rows = _entries(train_tr, train_wav)
     speakers = {r["speaker"] for r in rows}
     dev = set(dev_speakers) if dev_speakers is not None else set(pick_dev_speakers(speakers, dev_fraction))
     if dev - speakers:
@@ -135,7 +135,7 @@ def prepare(
         "dev": write_manifest(out_dir / "dev.jsonl", [r for r in rows if r["speaker"] in dev]),
     }
     if has_test:
-        out["test"] = write_manifest(out_dir / "test.jsonl", _entries(root, test_tr, test_wav))
+        out["test"] = write_manifest(out_dir / "test.jsonl", _entries(test_tr, test_wav))
     else:
         (out_dir / "test.jsonl").unlink(missing_ok=True)  # stale from a copy that had the test partition
     mark_prepared(out_dir, key, out)
