@@ -381,7 +381,10 @@ class AudioDataset(Dataset):
             self.cache_misses += 1
         feats = self.compute_features(self.load_wave(index, speed))
         if cpath is not None:
-            self._store(cpath, feats)
+            try:
+                self._store(cpath, feats)
+            except OSError as exc:  # full or read-only cache: train on, uncached
+                log.warning("cannot write feature cache %s: %s", cpath, exc)
         return feats
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:

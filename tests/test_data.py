@@ -291,3 +291,23 @@ def test_padding_on_real_fsdd_durations(fsdd_dir):
     batches = list(s)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert padding_fraction(batches, lengths) < 0.10
+
+
+def test_an4_sphere_through_dataset(an4_dir, tok, tmp_path):
+    sph = sorted((an4_dir / "wav").rglob("*.sph"))[:2]
+    if not sph:
+        pytest.skip("no AN4 .sph files")
+    entries = [ManifestEntry(str(p), sf.info(str(p)).duration, "one two", p.stem) for p in sph]
+    ds = AudioDataset(entries, tok, FeatureConfig(), cache_dir=tmp_path / "c")
+    batch = collate_audio([ds[0], ds[1]])
+    assert batch["feats"].shape[2] == 80 and batch["feat_lens"].tolist() == ds.lengths
+
+
+def test_unwritable_cache_is_not_bad_audio(tmp_path, fsdd_entries, tok, monkeypatch):
+    ds = AudioDataset(fsdd_entries[:1], tok, FeatureConfig(n_mels=40), cache_dir=tmp_path / "c")
+
+    def boom(path, feats):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ds, "_store", boom)
+    assert ds[0]["feats"].shape[1] == 40

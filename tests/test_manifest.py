@@ -241,3 +241,46 @@ def test_tsv_tatoeba(tmp_path):
         pytest.skip("tatoeba not available")
     pairs, report = read_tsv_pairs(p)
     assert len(pairs) > 1000 and report.ok
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=6,
+)
+_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "audio_filepath": st.sampled_from(["a.wav", "missing.wav", "", 3]) | st.text(max_size=5),
+        "duration": _json_values,
+        "text": _json_values,
+        "offset": _json_values,
+        "id": _json_values,
+        "speaker": _json_values,
+    },
+)
+_line = st.one_of(st.binary(max_size=30), _fields.map(lambda d: json.dumps(d).encode()), st.just(b"{}"))
+
+
+@given(st.lists(_line, max_size=6))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_manifest_only_documented_errors(tmp_path, lines):
+    synth = tmp_path / "a.wav"
+    if not synth.exists():
+        synth_wav(synth, 0.2)
+    m = tmp_path / "fuzz.jsonl"
+    m.write_bytes(b"\n".join(lines))
+    tok = CharTokenizer.build(["abc"])
+    entries, report = read_manifest(m, tokenizer=tok, on_error="skip")
+    assert report.kept == len(entries) and report.lines >= len(entries)
+    for e in entries:
+        assert e.duration > 0 and e.offset >= 0 and tok.can_encode(e.text) and Path(e.audio_filepath).is_file()
+    try:
+        read_manifest(m, tokenizer=tok, on_error="raise")
+    except ManifestError as err:
+        assert report.issues and err.cause == report.issues[0].cause
+    else:
+        assert report.ok
