@@ -1,0 +1,15 @@
+"""The generic sequence-to-sequence core: encoder, attention, decoder, model, search."""
+
+from .attention import ATTENTIONS, Attention, AttentionMemory, make_attention
+from .decoder import Decoder, DecoderConfig, DecoderState
+from .encoder import Encoder, EncoderConfig, EncoderOutput
+from .model import EOS, PAD, SOS, UNK, ModelConfig, Seq2Seq
+from .search import SearchResult, beam_search, greedy_search, length_penalty, max_lengths
+
+__all__ = [
+    "ATTENTIONS", "Attention", "AttentionMemory", "make_attention",
+    "Decoder", "DecoderConfig", "DecoderState",
+    "Encoder", "EncoderConfig", "EncoderOutput",
+    "ModelConfig", "Seq2Seq", "PAD", "SOS", "EOS", "UNK",
+    "SearchResult", "greedy_search", "beam_search", "length_penalty", "max_lengths",
+]

@@ -1,0 +1,200 @@
+"""Attention over encoder states: none, dot (Luong), additive (Bahdanau), location (Chorowski).
+
+Every module follows the same protocol:
+
+- `prepare(memory (B,T,H), lengths (B,)) -> AttentionMemory`: once per utterance. Key projections
+  are computed here, not per decoder step.
+- `init_state(mem) -> Tensor | None`: per-hypothesis attention state (only `location` has one:
+  the previous and the cumulative alignment, (B, 2, T)). Batch is dim 0 so search can reorder it.
+- `forward(query (B,Q), mem, state) -> (context (B,H), weights (B,T), new_state)`: one step.
+- `forward_all(queries (B,U,Q), mem) -> (contexts (B,U,H), weights (B,U,T))`: all steps at once,
+  only for attentions whose score does not depend on the previous alignment (`stateful = False`).
+
+Padding is masked with -inf before the softmax, so padded frames get exactly zero weight.
+
+Which decoder layout uses which attention (see decoder.py):
+- none / dot / additive: Luong layout — the query is the *current* decoder state s_t, so the RNN
+  can run over the whole target in one fused call under teacher forcing.
+- location: Bahdanau/Chorowski (ESPnet) layout — the query is the *previous* state s_{t-1} and the
+  previous alignment, and the context is fed into the RNN; this needs the per-step loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .encoder import lengths_mask
+
+ATTENTIONS = ("none", "dot", "additive", "location")
+
+# Additive/location scores materialise (B, U, T, A); chunk over U to bound that to ~this many floats.
+_ADDITIVE_CHUNK_ELEMS = 1 << 24
+
+
+class AttentionMemory(NamedTuple):
+    """values (B,T,H) encoder states; keys: the precomputed key projection (B,T,A) or None;
+    mask (B,T) bool, True on real frames; lengths (B,)."""
+
+    values: Tensor
+    keys: Tensor | None
+    mask: Tensor
+    lengths: Tensor
+
+    def index_select(self, idx: Tensor) -> "AttentionMemory":
+        """Rows `idx` of every tensor (used to expand a batch to B*K beam hypotheses)."""
+        return AttentionMemory(self.values.index_select(0, idx),
+                               None if self.keys is None else self.keys.index_select(0, idx),
+                               self.mask.index_select(0, idx), self.lengths.index_select(0, idx))
+
+
+def _masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """scores (..., T), mask broadcastable (..., T) -> softmax with padding at exactly 0."""
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+class Attention(nn.Module):
+    """Base class; see the module docstring for the protocol."""
+
+    stateful = False  # True when the score depends on the previous alignment (needs a step loop)
+    layout = "luong"  # decoder layout this attention is used with
+
+    def __init__(self, query_dim: int, value_dim: int) -> None:
+        super().__init__()
+        self.query_dim, self.value_dim = query_dim, value_dim
+
+    @property
+    def context_dim(self) -> int:
+        return self.value_dim
+
+    def project_keys(self, values: Tensor) -> Tensor | None:
+        return None
+
+    def prepare(self, values: Tensor, lengths: Tensor) -> AttentionMemory:
+        return AttentionMemory(values, self.project_keys(values), lengths_mask(lengths, values.size(1)), lengths)
+
+    def init_state(self, mem: AttentionMemory) -> Tensor | None:
+        return None
+
+    def scores(self, query: Tensor, mem: AttentionMemory) -> Tensor:
+        """query (B,U,Q) -> unnormalised scores (B,U,T)."""
+        raise NotImplementedError
+
+    def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        """queries (B,U,Q) -> contexts (B,U,H), weights (B,U,T)."""
+        w = _masked_softmax(self.scores(queries, mem), mem.mask[:, None, :])
+        return torch.bmm(w, mem.values), w
+
+    def forward(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """query (B,Q) -> context (B,H), weights (B,T), state (unchanged: None)."""
+        ctx, w = self.forward_all(query[:, None, :], mem)
+        return ctx[:, 0], w[:, 0], state
+
+
+class NoAttention(Attention):
+    """The pure context-vector model: no attention, a zero-width context, all-zero weights."""
+
+    @property
+    def context_dim(self) -> int:
+        return 0
+
+    def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        b, u, _ = queries.shape
+        return queries.new_zeros(b, u, 0), queries.new_zeros(b, u, mem.values.size(1))
+
+
+class DotAttention(Attention):
+    """Luong "general" score: s^T W m / sqrt(Q). W m is precomputed once per utterance; the 1/sqrt(Q)
+    scaling (as in Transformers) keeps the softmax from saturating at init when Q is large."""
+
+    def __init__(self, query_dim: int, value_dim: int) -> None:
+        super().__init__(query_dim, value_dim)
+        self.key = nn.Linear(value_dim, query_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(query_dim)
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        return self.key(values) * self.scale
+
+    def scores(self, query: Tensor, mem: AttentionMemory) -> Tensor:
+        return torch.bmm(query, mem.keys.transpose(1, 2))
+
+
+class AdditiveAttention(Attention):
+    """Bahdanau score: v^T tanh(W_m m + W_s s + b). W_m m (with the bias) is precomputed."""
+
+    def __init__(self, query_dim: int, value_dim: int, attention_dim: int) -> None:
+        super().__init__(query_dim, value_dim)
+        self.key = nn.Linear(value_dim, attention_dim)
+        self.query = nn.Linear(query_dim, attention_dim, bias=False)
+        self.v = nn.Linear(attention_dim, 1, bias=False)
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        return self.key(values)
+
+    def scores(self, query: Tensor, mem: AttentionMemory) -> Tensor:
+        q = self.query(query)  # (B,U,A)
+        b, u, a = q.shape
+        t = mem.keys.size(1)
+        step = max(1, _ADDITIVE_CHUNK_ELEMS // max(1, b * t * a))
+        out = [self.v(torch.tanh(mem.keys[:, None] + q[:, i:i + step, None])).squeeze(-1)
+               for i in range(0, u, step)]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+
+class LocationAttention(Attention):
+    """Chorowski et al. (2015) location-aware score, as in ESPnet's AttLoc, plus the cumulative
+    alignment: v^T tanh(W_m m + W_s s_{t-1} + W_f conv([a_{t-1}; sum_{k<t} a_k])). The conv features
+    let the alignment move monotonically instead of jumping back to a similar-sounding frame."""
+
+    stateful = True
+    layout = "bahdanau"
+
+    def __init__(self, query_dim: int, value_dim: int, attention_dim: int, channels: int = 10,
+                 kernel: int = 31) -> None:
+        super().__init__(query_dim, value_dim)
+        if kernel % 2 == 0:
+            raise ValueError(f"location kernel must be odd, got {kernel}")
+        self.key = nn.Linear(value_dim, attention_dim)
+        self.query = nn.Linear(query_dim, attention_dim, bias=False)
+        self.conv = nn.Conv1d(2, channels, kernel, padding=kernel // 2, bias=False)
+        self.loc = nn.Linear(channels, attention_dim, bias=False)
+        self.v = nn.Linear(attention_dim, 1, bias=False)
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        return self.key(values)
+
+    def init_state(self, mem: AttentionMemory) -> Tensor:
+        """(B, 2, T): previous alignment = uniform over real frames (as ESPnet), cumulative = 0."""
+        prev = mem.mask.to(mem.values.dtype) / mem.lengths[:, None].to(mem.values.dtype)
+        return torch.stack([prev, torch.zeros_like(prev)], dim=1)
+
+    def forward(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        if state is None:
+            state = self.init_state(mem)
+        loc = self.loc(self.conv(state).transpose(1, 2))  # (B,T,A)
+        e = self.v(torch.tanh(mem.keys + loc + self.query(query)[:, None, :])).squeeze(-1)  # (B,T)
+        w = _masked_softmax(e, mem.mask)
+        ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
+        return ctx, w, torch.stack([w, state[:, 1] + w], dim=1)
+
+    def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        raise RuntimeError("location-aware attention depends on the previous alignment: use the step loop")
+
+
+def make_attention(kind: str, query_dim: int, value_dim: int, attention_dim: int, *,
+                   location_channels: int = 10, location_kernel: int = 31) -> Attention:
+    """Build an attention module by name (one of ATTENTIONS)."""
+    if kind == "none":
+        return NoAttention(query_dim, value_dim)
+    if kind == "dot":
+        return DotAttention(query_dim, value_dim)
+    if kind == "additive":
+        return AdditiveAttention(query_dim, value_dim, attention_dim)
+    if kind == "location":
+        return LocationAttention(query_dim, value_dim, attention_dim, location_channels, location_kernel)
+    raise ValueError(f"unknown attention {kind!r}; expected one of {ATTENTIONS}")

@@ -1,0 +1,213 @@
+"""Autoregressive decoder: token embedding -> recurrent cell(s) -> attention -> output projection.
+
+Two layouts, picked by the attention (see attention.py):
+
+Luong (attention none / dot / additive) — the RNN does not read the previous context::
+
+    s_t   = RNN(emb(y_{t-1}), s_{t-1})
+    c_t   = Att(s_t, memory)                       (skipped for `none`)
+    o_t   = tanh(W_o [s_t; c_t])                   (o_t = s_t for `none`)
+    p_t   = softmax(W_v dropout(o_t))
+
+  Under full teacher forcing the RNN therefore runs over the whole target in one fused (cuDNN / MKL)
+  call and the attention for every step is one batched matmul.
+
+Bahdanau/Chorowski (attention location; the ESPnet layout) — the query is the previous state and
+the alignment, and the context is fed into the RNN::
+
+    c_t, a_t = Att(s_{t-1}, a_{t-1}, memory)
+    s_t      = RNN([emb(y_{t-1}); c_t], s_{t-1})
+    o_t      = tanh(W_o [s_t; c_t]);   p_t = softmax(W_v dropout(o_t))
+
+  This needs the per-step loop; the loop does no .item() and no host syncs.
+
+The initial state comes from the encoder's final state through a bridge: the last encoder layer's
+final h (both directions, and c for an LSTM encoder) is concatenated and mapped by linear+tanh to
+h_0 of every decoder layer (and by a linear map to c_0 for an LSTM decoder: the cell state is not
+tanh-bounded). With attention `none` this bridge is the only path from the input: the classic
+context-vector encoder-decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ATTENTIONS, AttentionMemory, make_attention
+from .encoder import CELLS, EncoderConfig, EncoderOutput, make_rnn
+
+
+@dataclass
+class DecoderConfig:
+    cell: str = "lstm"  # rnn | lstm | gru
+    embed_dim: int = 128
+    hidden: int = 256
+    layers: int = 1
+    attention: str = "location"  # none | dot | additive | location
+    attention_dim: int = 256  # additive / location energy size
+    location_channels: int = 10
+    location_kernel: int = 31  # odd
+    dropout: float = 0.1
+    bridge: bool = True  # initial state from the encoder's final state (False: zeros)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"decoder cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention == "none" and not self.bridge:
+            raise ValueError("attention 'none' needs bridge=True: otherwise the decoder never sees the input")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown DecoderConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class DecoderState(NamedTuple):
+    """Per-hypothesis decoder state. h, c: (layers, N, hidden) (c only for LSTM);
+    att: attention state with batch first ((N, 2, T) for location) or None."""
+
+    h: Tensor
+    c: Tensor | None
+    att: Tensor | None
+
+    def index_select(self, idx: Tensor) -> "DecoderState":
+        """Reorder / expand hypotheses: row i of the result is row idx[i] of this state."""
+        return DecoderState(self.h.index_select(1, idx), None if self.c is None else self.c.index_select(1, idx),
+                            None if self.att is None else self.att.index_select(0, idx))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg, self.vocab_size = cfg, vocab_size
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=0)
+        self.attention = make_attention(cfg.attention, cfg.hidden, enc.output_dim, cfg.attention_dim,
+                                        location_channels=cfg.location_channels,
+                                        location_kernel=cfg.location_kernel)
+        self.input_feeding = self.attention.layout == "bahdanau"
+        ctx = self.attention.context_dim
+        self.rnn = make_rnn(cfg.cell, cfg.embed_dim + (ctx if self.input_feeding else 0), cfg.hidden, cfg.layers,
+                            dropout=cfg.dropout)
+        self.combine = nn.Linear(cfg.hidden + ctx, cfg.hidden) if ctx else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(cfg.hidden, vocab_size)
+        self.is_lstm = cfg.cell == "lstm"
+        if cfg.bridge:
+            dirs = 2 if enc.bidirectional else 1
+            bridge_in = dirs * enc.hidden * (2 if enc.cell == "lstm" else 1)
+            self.bridge_h = nn.Linear(bridge_in, cfg.layers * cfg.hidden)
+            self.bridge_c = nn.Linear(bridge_in, cfg.layers * cfg.hidden) if self.is_lstm else None
+        self._enc_layers, self._enc_dirs = enc.layers, 2 if enc.bidirectional else 1
+
+    # ---- setup -------------------------------------------------------------------------------
+    def prepare(self, enc: EncoderOutput) -> AttentionMemory:
+        """Once per utterance batch: masks and precomputed attention keys."""
+        return self.attention.prepare(enc.states, enc.lengths)
+
+    def init_state(self, enc: EncoderOutput, mem: AttentionMemory) -> DecoderState:
+        """The bridge: encoder final state -> decoder initial state (layers, B, hidden)."""
+        b, layers, hid = enc.states.size(0), self.cfg.layers, self.cfg.hidden
+        if self.cfg.bridge:
+            finals = enc.final if isinstance(enc.final, tuple) else (enc.final,)
+            # last encoder layer, both directions: (layers*dirs, B, H) -> (B, dirs*H); then h (and c)
+            parts = [f.view(self._enc_layers, self._enc_dirs, b, -1)[-1].transpose(0, 1).reshape(b, -1)
+                     for f in finals]
+            x = torch.cat(parts, dim=-1)
+            h = torch.tanh(self.bridge_h(x)).view(b, layers, hid).transpose(0, 1).contiguous()
+            c = (self.bridge_c(x).view(b, layers, hid).transpose(0, 1).contiguous()
+                 if self.bridge_c is not None else None)
+        else:
+            h = enc.states.new_zeros(layers, b, hid)
+            c = torch.zeros_like(h) if self.is_lstm else None
+        return DecoderState(h, c, self.attention.init_state(mem))
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _rnn(self, x: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x (N, U, In) -> outputs (N, U, hidden), h, c."""
+        if self.is_lstm:
+            out, (h, c) = self.rnn(x, (state.h, state.c))
+            return out, h, c
+        out, h = self.rnn(x, state.h)
+        return out, h, None
+
+    def _features(self, s: Tensor, ctx: Tensor) -> Tensor:
+        """Pre-projection output o = tanh(W [s; c]) (or s without attention), dropout applied."""
+        if self.combine is not None:
+            s = torch.tanh(self.combine(torch.cat([s, ctx], dim=-1)))
+        return self.dropout(s)
+
+    def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
+              ) -> tuple[Tensor, DecoderState, Tensor]:
+        """emb (N, E) -> features (N, hidden), new state, attention weights (N, T)."""
+        if self.input_feeding:
+            ctx, w, att = self.attention(state.h[-1], mem, state.att)
+            out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
+            s = out[:, 0]
+        else:
+            out, h, c = self._rnn(emb[:, None], state)
+            s = out[:, 0]
+            ctx, w, att = self.attention(s, mem, state.att)
+        return self._features(s, ctx), DecoderState(h, c, att), w
+
+    def step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory
+             ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One step for a batch of hypotheses: tokens (N,) long (the previous output) ->
+        logits (N, V), new state, attention weights (N, T)."""
+        feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
+        return self.output(feats), state, w
+
+    # ---- training forward --------------------------------------------------------------------
+    def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,
+                parallel: bool | None = None) -> tuple[Tensor, Tensor]:
+        """enc: encoder output; tgt_in (B, U) long: `<sos> y_1 .. y_{U-1}` padded.
+
+        teacher_forcing: probability of feeding the reference token (per utterance and step); below
+        1.0 the model's own previous argmax is fed otherwise (scheduled sampling). The trainer may
+        change it every call. parallel: force (True) or forbid (False) the one-call path; None picks
+        it when possible (full teacher forcing and a Luong-layout attention).
+        Returns logits (B, U, V) and attention weights (B, U, T)."""
+        mem = self.prepare(enc)
+        state = self.init_state(enc, mem)
+        can_parallel = teacher_forcing >= 1.0 and not self.attention.stateful and not self.input_feeding
+        if parallel is None:
+            parallel = can_parallel
+        elif parallel and not can_parallel:
+            raise ValueError("the parallel path needs teacher_forcing=1 and a Luong-layout attention")
+        if parallel:
+            out, _, _ = self._rnn(self.dropout(self.embed(tgt_in)), state)  # one fused call over U
+            ctx, w = self.attention.forward_all(out, mem)
+            return self.output(self._features(out, ctx)), w
+        return self._loop(tgt_in, state, mem, teacher_forcing)
+
+    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
+              ) -> tuple[Tensor, Tensor]:
+        b, u = tgt_in.shape
+        feats, weights, logits = [], [], []
+        if teacher_forcing >= 1.0:
+            emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
+            for t in range(u):
+                f, state, w = self._step(emb_all[:, t], state, mem)
+                feats.append(f)
+                weights.append(w)
+            return self.output(torch.stack(feats, dim=1)), torch.stack(weights, dim=1)
+        # Scheduled sampling: coin flips and argmax stay on the device (no host syncs).
+        use_ref = torch.rand(b, u, device=tgt_in.device) < teacher_forcing
+        prev = tgt_in[:, 0]
+        for t in range(u):
+            tok = prev if t == 0 else torch.where(use_ref[:, t], tgt_in[:, t], prev)
+            f, state, w = self._step(self.dropout(self.embed(tok)), state, mem)
+            lg = self.output(f)
+            prev = lg.detach().argmax(-1)
+            logits.append(lg)
+            weights.append(w)
+        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)

@@ -1,0 +1,205 @@
+"""Batched greedy and beam search.
+
+All hypotheses of all utterances advance together: one decoder step per output position for the
+whole batch (B rows for greedy, B*K for beam), never a Python loop over utterances.
+
+Length limit: utterance b may emit at most L_b = min(max_len, ceil(max_len_ratio * T'_b)) tokens
+(eos included), T'_b its encoder length, so an untrained model that never says eos still stops.
+A hypothesis cut at L_b is returned without eos.
+
+Scores (what `SearchResult.scores` holds and what beam search ranks finished hypotheses by) are the
+total log-probability of the emitted tokens (eos included) divided by a length penalty lp(n),
+n the number of emitted tokens:
+
+- `length_norm="none"`:   lp(n) = 1                       (raw log-probability)
+- `length_norm="length"`: lp(n) = n ** alpha              (alpha=1: mean log-prob per token)
+- `length_norm="gnmt"`:   lp(n) = ((5 + n) / 6) ** alpha  (Wu et al. 2016, alpha ~ 0.6-1.0)
+
+Greedy reports the same normalised score, so beam width 1 equals greedy exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .model import EOS, PAD, SOS
+
+LENGTH_NORMS = ("none", "length", "gnmt")
+
+
+@dataclass
+class SearchResult:
+    """tokens: per utterance, the best hypothesis without eos; lengths (B,): len(tokens[b]);
+    scores (B,): normalised log-probability (see module doc); attention: per utterance (L_b, T'_b),
+    row i the weights used to emit tokens[b][i] (all zeros for attention "none")."""
+
+    tokens: list[list[int]]
+    lengths: Tensor
+    scores: Tensor
+    attention: list[Tensor]
+
+
+def length_penalty(n: Tensor, length_norm: str = "length", alpha: float = 1.0) -> Tensor:
+    """lp(n) for emitted-token counts n (any shape) -> float tensor of the same shape."""
+    n = n.float()
+    if length_norm == "none" or alpha == 0.0:
+        return torch.ones_like(n)
+    if length_norm == "length":
+        return n.clamp(min=1.0) ** alpha
+    if length_norm == "gnmt":
+        return ((5.0 + n) / 6.0) ** alpha
+    raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, got {length_norm!r}")
+
+
+def max_lengths(enc_lengths: Tensor, max_len: int, max_len_ratio: float) -> Tensor:
+    """(B,) token limit per utterance: min(max_len, ceil(ratio * T')), at least 1."""
+    lim = torch.ceil(enc_lengths.double() * max_len_ratio).long()
+    return lim.clamp(min=1, max=max(1, max_len))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Decode without dropout, and give the model back in the mode it came in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _check(length_norm: str, alpha: float) -> None:
+    if length_norm not in LENGTH_NORMS:
+        raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, got {length_norm!r}")
+    if alpha < 0:
+        raise ValueError("alpha must be >= 0 (the early-stopping bound relies on lp growing with n)")
+
+
+def _result(tokens: Tensor, n_emit: Tensor, scores: Tensor, att: Tensor, enc_lengths: Tensor) -> SearchResult:
+    """tokens (B, L) padded, n_emit (B,) tokens emitted incl. eos, att (B, L, T) -> SearchResult."""
+    rows = tokens.tolist()
+    n = n_emit.tolist()
+    t_lens = enc_lengths.tolist()
+    out_tokens, out_att = [], []
+    for b, row in enumerate(rows):
+        k = n[b] - 1 if n[b] > 0 and row[n[b] - 1] == EOS else n[b]
+        out_tokens.append(row[:k])
+        out_att.append(att[b, :k, :t_lens[b]].clone())
+    lengths = torch.tensor([len(r) for r in out_tokens], dtype=torch.long)
+    return SearchResult(out_tokens, lengths, scores, out_att)
+
+
+def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: int = 200,
+                  max_len_ratio: float = 1.5, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
+    """Batched greedy decoding of a Seq2Seq model: finished rows are masked (they emit pad at no
+    cost) until every row has emitted eos or reached its length limit."""
+    _check(length_norm, alpha)
+    with _eval_mode(model):
+        enc = model.encode(src, src_lens)
+        dec = model.decoder
+        mem = dec.prepare(enc)
+        state = dec.init_state(enc, mem)
+        b = enc.states.size(0)
+        limit = max_lengths(enc.lengths, max_len, max_len_ratio)
+        steps = int(limit.max())  # the one host sync before the loop
+        tok = enc.lengths.new_full((b,), SOS)
+        alive = torch.ones(b, dtype=torch.bool, device=tok.device)
+        score = enc.states.new_zeros(b, dtype=torch.float32)
+        n_emit = torch.zeros_like(tok)
+        toks, weights = [], []
+        for t in range(steps):
+            logits, state, w = dec.step(tok, state, mem)
+            best_lp, best = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
+            score = score + torch.where(alive, best_lp, torch.zeros_like(best_lp))
+            n_emit = n_emit + alive.long()
+            tok = torch.where(alive, best, torch.full_like(best, PAD))
+            toks.append(tok)
+            weights.append(w)
+            alive = alive & (best != EOS) & (t + 1 < limit)
+            if not bool(alive.any()):  # stop as soon as every row is done
+                break
+        scores = score / length_penalty(n_emit, length_norm, alpha)
+        return _result(torch.stack(toks, 1), n_emit, scores, torch.stack(weights, 1).float(), enc.lengths)
+
+
+def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 4, max_len: int = 200,
+                max_len_ratio: float = 1.5, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
+    """Batched beam search over a flattened (B*K) batch.
+
+    Each step takes, per utterance, the K best one-token extensions of its live hypotheses (ranked by
+    total log-probability: all live hypotheses have the same length). Extensions ending in eos (or
+    reaching the length limit) leave the beam as finished hypotheses, scored with the length
+    penalty; the rest stay live, so the beam refills to K from them next step (as in ESPnet). With
+    K = 1 this is exactly greedy search. An utterance stops when nothing is live, or when no live
+    hypothesis can still beat its best finished one: log-probabilities only decrease and lp(n)
+    grows with n, so cum / lp(L_b) bounds every continuation and the early stop is exact.
+    """
+    _check(length_norm, alpha)
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    k = beam
+    with _eval_mode(model):
+        enc = model.encode(src, src_lens)
+        dec = model.decoder
+        b = enc.states.size(0)
+        dev = enc.states.device
+        expand = torch.arange(b, device=dev).repeat_interleave(k)
+        mem = dec.prepare(enc)
+        state = dec.init_state(enc, mem).index_select(expand)
+        mem = mem.index_select(expand)
+        limit = max_lengths(enc.lengths, max_len, max_len_ratio)
+        bound_lp = length_penalty(limit, length_norm, alpha)
+        steps = int(limit.max())
+        neg_inf = float("-inf")
+        tok = torch.full((b * k,), SOS, dtype=torch.long, device=dev)
+        cum = torch.full((b, k), neg_inf, device=dev)
+        cum[:, 0] = 0.0  # one live hypothesis to start with, so the first K extensions are distinct
+        best = torch.full((b,), neg_inf, device=dev)
+        best_step = torch.zeros(b, dtype=torch.long, device=dev)
+        best_slot = torch.zeros(b, dtype=torch.long, device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        base = (torch.arange(b, device=dev) * k)[:, None]
+        tok_hist, bp_hist, att_hist = [], [], []
+        for t in range(steps):
+            logits, state, w = dec.step(tok, state, mem)
+            v = logits.size(-1)
+            cand = cum[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(b, k, v)
+            top, idx = cand.view(b, k * v).topk(k, dim=-1)  # (B, K)
+            origin, token = idx // v, idx % v
+            valid = torch.isfinite(top)
+            ends = valid & ((token == EOS) | (t + 1 >= limit)[:, None])
+            pen = float(length_penalty(torch.tensor(t + 1), length_norm, alpha))  # CPU scalar, no sync
+            norm = torch.where(ends, top / pen, torch.full_like(top, neg_inf))
+            cand_best, cand_slot = norm.max(dim=-1)
+            better = cand_best > best
+            best = torch.where(better, cand_best, best)
+            best_step = torch.where(better, torch.full_like(best_step, t), best_step)
+            best_slot = torch.where(better, cand_slot, best_slot)
+            cum = torch.where(ends | ~valid, torch.full_like(top, neg_inf), top)
+            done = done | (cum.max(dim=-1).values / bound_lp <= best)
+            cum = cum.masked_fill(done[:, None], neg_inf)
+            tok_hist.append(token)
+            bp_hist.append(origin)
+            att_hist.append(w.view(b, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1))))
+            if bool(done.all()):
+                break
+            state = state.index_select((base + origin).view(-1))
+            tok = token.view(-1)
+        # Backtrack from each utterance's best finished hypothesis (step best_step, slot best_slot).
+        n = len(tok_hist)
+        toks, bps, atts = torch.stack(tok_hist), torch.stack(bp_hist), torch.stack(att_hist)  # (n, B, K[, T])
+        out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
+        out_att = atts.new_zeros(b, n, atts.size(-1))
+        slot = best_slot.clone()
+        for t in range(n - 1, -1, -1):
+            on = t <= best_step
+            out_tok[:, t] = torch.where(on, toks[t].gather(1, slot[:, None])[:, 0], out_tok[:, t])
+            out_att[:, t] = torch.where(on[:, None], atts[t, torch.arange(b, device=dev), slot], out_att[:, t])
+            slot = torch.where(on, bps[t].gather(1, slot[:, None])[:, 0], slot)
+        return _result(out_tok, best_step + 1, best, out_att.float(), enc.lengths)
