@@ -96,7 +96,7 @@ class TrainConfig:
         optim = d.pop("optim", {})
         if "betas" in optim:
             optim = {**optim, "betas": tuple(optim["betas"])}
-        return cls(model=model, features=feats, data=data, optim=_build(OptimConfig, optim, "optim."), **d)
+        return cls(model=model, features=feats, data=data, optim=_build(OptimConfig, optim, "optim."), **_coerce_floats(cls, d))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -110,7 +110,31 @@ def _reject_unknown(cls, d: dict, prefix: str) -> None:
 
 def _build(cls, d: dict, prefix: str):
     _reject_unknown(cls, d, prefix)
-    return cls(**d)
+    return cls(**_coerce_floats(cls, d))
+
+
+def _coerce_floats(cls, d: dict) -> dict:
+    """YAML 1.1 reads ``3e-4`` as a string: turn such strings into floats for float fields."""
+    out = dict(d)
+    for f in dataclasses.fields(cls):
+        if f.name in out and isinstance(out[f.name], str) and "float" in str(f.type):
+            try:
+                out[f.name] = float(out[f.name])
+            except ValueError:
+                raise ValueError(f"config {f.name}: {out[f.name]!r} is not a number") from None
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """An override's value: YAML, except that numbers like ``3e-4`` are numbers."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
@@ -125,7 +149,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parse_value(value)
     return d
 
 

@@ -38,7 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .model import ASRModel
 
-TRAIN_FORMAT = "asr-s2s-train/1"
+TRAIN_FORMAT = "asr-s2s/train-1"  # same family as model files (checkpoint.py checks the prefix)
 
 
 class TrainingError(Exception):
