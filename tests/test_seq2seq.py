@@ -218,3 +218,21 @@ def test_overfits_text_pairs(cell, attention, overfit_table):
 @pytest.mark.parametrize("cell,attention", [c for c in FULL_AUDIO if c not in FAST_TEXT])
 def test_overfits_text_pairs_full_matrix(cell, attention, overfit_table):
     _text_case(cell, attention, overfit_table)
+
+
+@pytest.mark.parametrize("attention,tf", [("location", 1.0), ("location", 0.5), ("additive", 0.5)])
+def test_step_loop_does_no_host_syncs(attention, tf):
+    """The per-step training loop never reads a tensor value back to the host (no .item(), no
+    bool(tensor)): the profiler would show aten::_local_scalar_dense / aten::item."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", attention, vocab_size=12, hidden=16))
+    x, xl = torch.randn(2, 30, 40), torch.tensor([30, 18])
+    enc = m.encode(x, xl)
+    tgt_in = torch.randint(3, 12, (2, 9))
+    with profile() as prof:
+        logits, _ = m.decoder(enc, tgt_in, teacher_forcing=tf)
+        logits.sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert not names & {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero"}, names

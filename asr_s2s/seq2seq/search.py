@@ -96,7 +96,7 @@ def _result(tokens: Tensor, n_emit: Tensor, scores: Tensor, att: Tensor, enc_len
 
 
 def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: int = 200,
-                  max_len_ratio: float = 1.5, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
+                  max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
     """Batched greedy decoding of a Seq2Seq model: finished rows are masked (they emit pad at no
     cost) until every row has emitted eos or reached its length limit."""
     _check(length_norm, alpha)
@@ -129,7 +129,7 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
 
 
 def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 4, max_len: int = 200,
-                max_len_ratio: float = 1.5, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
+                max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
     """Batched beam search over a flattened (B*K) batch.
 
     Each step takes, per utterance, the K best one-token extensions of its live hypotheses (ranked by
