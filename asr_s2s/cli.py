@@ -1,0 +1,151 @@
+"""The ``asr-s2s`` command: one verb per job. Each verb imports its module lazily so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    """Print duration, rate and log-mel shape/statistics of audio files (a quick check of the frontend)."""
+    import torch
+
+    from .audio import AudioError, audio_info, load_audio
+    from .features import FeatureConfig, LogMel
+
+    lm = LogMel(FeatureConfig(n_mels=args.n_mels))
+    failed = 0
+    for path in args.paths:
+        try:
+            rate, frames, channels = audio_info(path)
+            wave = load_audio(path, lm.cfg.sample_rate)
+        except AudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.inference_mode():
+            feats, _ = lm(wave[None])
+        print(json.dumps({"path": str(path), "sample_rate": rate, "channels": channels, "duration": round(frames / rate, 3),
+                          "frames": feats.shape[1], "n_mels": feats.shape[2], "mean": round(float(feats.mean()), 3)}))
+    return 1 if failed else 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .corpora import prepare_corpus
+    from .recipes import default_data_dir
+
+    opts = dict(kv.split("=", 1) for kv in args.option)
+    paths = prepare_corpus(args.corpus, Path(args.data_dir or default_data_dir()), args.out, **opts)
+    for split, path in paths.items():
+        print(f"{split}\t{path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import TrainingError, train
+
+    try:
+        cfg = load_config(args.config, args.set)
+        path = train(cfg, args.out, resume=args.resume)
+    except (TrainingError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .recipes import evaluate_split
+
+    text = args.manifest.suffix == ".tsv"
+    res = evaluate_split(args.model, args.manifest, args.report, text=text, beam=args.beam)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>16s}: {v:.4f}" if isinstance(v, float) else f"{k:>16s}: {v}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipes import run_recipe
+
+    run_recipe(args.name, args.data_dir, args.out, quick=args.quick, overrides=args.set, beam=args.beam,
+               seed_experiment=args.seed_experiment)
+    return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from .model import load_model
+
+    model = load_model(args.model)
+    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    for out in model.translate(sentences, beam=args.beam):
+        print(out, flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="asr-s2s", description="Sequence-to-sequence speech recognition and translation.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__import__('asr_s2s').__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("features", help="inspect audio files: duration, rate, log-mel shape")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--n-mels", type=int, default=80)
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("prepare", help="find or download a corpus and write its manifests")
+    p.add_argument("corpus")
+    p.add_argument("--data-dir", type=Path, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--out", type=Path, required=True, help="folder for {train,dev,test} manifests")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="corpus option, e.g. split=speaker")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="experiment directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest (BLEU/chrF on a .tsv for text models)")
+    p.add_argument("model", type=Path)
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--report", type=Path, help="write per-utterance TSV, alignments and attention plots here")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("recipe", help="prepare, train and evaluate on a corpus in one command")
+    p.add_argument("name")
+    p.add_argument("--data-dir", type=Path, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--out", type=Path, help="experiment directory (default: exp/NAME)")
+    p.add_argument("--quick", action="store_true", help="a minute-long smoke run of the same stages")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--seed-experiment", action="store_true",
+                   help="also train the pure context-vector model (attention: none) and plot both by input length")
+    p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("translate", help="translate sentences (arguments, or one per line on stdin)")
+    p.add_argument("model", type=Path)
+    p.add_argument("sentences", nargs="*")
+    p.add_argument("--beam", type=int, default=1)
+    p.set_defaults(func=_cmd_translate)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

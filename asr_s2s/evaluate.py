@@ -1,0 +1,186 @@
+"""Scoring: WER/CER with jiwer (speech), BLEU/chrF with sacrebleu (text), and reports.
+
+``evaluate_manifest(model, manifest)`` decodes in length-sorted batches and returns an
+:class:`EvalResult` whose ``summary()`` is what ``asr-s2s evaluate --json`` prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import jiwer
+import torch
+
+from .audio import AudioError, load_audio
+
+
+@dataclass
+class EvalResult:
+    wer: float
+    cer: float
+    num_utterances: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    reference_words: int
+    rtf: float
+    audio_seconds: float
+    wall_seconds: float
+    skipped: int = 0
+    utterances: list[dict] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        """The flat numbers (what ``--json`` prints and recipes report per split)."""
+        d = asdict(self)
+        d.pop("utterances")
+        return d
+
+
+def score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
+    """Corpus-level WER/CER and error counts exactly as jiwer computes them."""
+    words = jiwer.process_words(list(refs), list(hyps))
+    chars = jiwer.process_characters(list(refs), list(hyps))
+    return {"wer": words.wer, "cer": chars.cer, "substitutions": words.substitutions, "deletions": words.deletions,
+            "insertions": words.insertions, "hits": words.hits,
+            "reference_words": words.hits + words.substitutions + words.deletions}
+
+
+def _batches(durations: Sequence[float], max_seconds: float, max_items: int) -> list[list[int]]:
+    order = sorted(range(len(durations)), key=lambda i: durations[i])
+    out, cur, longest = [], [], 0.0
+    for i in order:
+        longest2 = max(longest, durations[i])
+        if cur and (longest2 * (len(cur) + 1) > max_seconds or len(cur) >= max_items):
+            out.append(cur)
+            cur, longest2 = [], durations[i]
+        cur.append(i)
+        longest = longest2
+    if cur:
+        out.append(cur)
+    return out
+
+
+@torch.inference_mode()
+def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_seconds: float = 200.0,
+                     max_batch: int = 64, keep_attention: int = 0) -> EvalResult:
+    """Decode manifest entries (dicts with audio_filepath, text, optional offset/duration/id).
+
+    Unreadable audio is skipped and counted (``skipped``), never fatal. ``rtf`` is wall time
+    (loading + features + search) over audio duration.
+    """
+    model.eval()
+    sr = model.features.sample_rate
+    t0 = time.perf_counter()
+    kept: list[dict] = []
+    hyps: list[str] = []
+    durations: list[float] = []
+    attn: dict[int, torch.Tensor] = {}
+    skipped = 0
+    # Batches from manifest durations; audio is loaded one batch at a time so memory stays bounded.
+    for idx in _batches([float(e.get("duration") or 1.0) for e in entries], max_batch_seconds, max_batch):
+        waves, batch_entries = [], []
+        for i in idx:
+            e = entries[i]
+            try:
+                off = float(e.get("offset") or 0.0)
+                waves.append(load_audio(e["audio_filepath"], sr, offset=off, duration=e.get("duration") if off else None))
+                batch_entries.append(e)
+            except AudioError as err:
+                print(f"skipping: {err}")
+                skipped += 1
+        if not waves:
+            continue
+        feats, lens = model.features_of(waves)
+        res = model.decode(feats, lens, beam=beam)
+        for k, e in enumerate(batch_entries):
+            if len(attn) < keep_attention and res.attention:
+                attn[len(kept)] = res.attention[k].float().cpu()
+            kept.append(e)
+            hyps.append(model.tokenizer.decode(res.tokens[k]))
+            durations.append(len(waves[k]) / sr)
+    wall = time.perf_counter() - t0
+    refs = [model.tokenizer.normalize(e["text"]) for e in kept]
+    totals = score(refs, hyps) if kept else {"wer": 0.0, "cer": 0.0, "substitutions": 0, "deletions": 0, "insertions": 0,
+                                              "hits": 0, "reference_words": 0}
+    utts = []
+    for i, e in enumerate(kept):
+        s = score([refs[i]], [hyps[i]])
+        utts.append({"id": e.get("id", Path(e["audio_filepath"]).stem), "ref": refs[i], "hyp": hyps[i],
+                     "errors": s["substitutions"] + s["deletions"] + s["insertions"], "ref_words": s["reference_words"],
+                     "duration": durations[i], "attention": attn.get(i)})
+    audio_s = sum(durations)
+    return EvalResult(num_utterances=len(kept), rtf=wall / max(audio_s, 1e-9), audio_seconds=audio_s, wall_seconds=wall,
+                      skipped=skipped, utterances=utts, **totals)
+
+
+def wer_by_length(utts: Sequence[dict], bins: int = 5, key: str = "duration") -> list[dict]:
+    """Corpus WER within equal-count bins of utterance length (duration in seconds, or source length)."""
+    ordered = sorted(utts, key=lambda u: u[key])
+    out = []
+    for b in range(bins):
+        part = ordered[b * len(ordered) // bins : (b + 1) * len(ordered) // bins]
+        if part:
+            words = sum(u["ref_words"] for u in part)
+            out.append({"min": part[0][key], "max": part[-1][key], "utterances": len(part),
+                        "wer": sum(u["errors"] for u in part) / max(words, 1)})
+    return out
+
+
+def write_report(result: EvalResult, out_dir: Path, worst: int = 10) -> None:
+    """Per-utterance TSV, jiwer alignments of the worst utterances, WER by length, attention PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "utterances.tsv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["id", "ref", "hyp", "errors", "ref_words", "duration"])
+        for u in result.utterances:
+            w.writerow([u["id"], u["ref"], u["hyp"], u["errors"], u["ref_words"], f"{u['duration']:.3f}"])
+    bad = sorted(result.utterances, key=lambda u: (-u["errors"] / max(u["ref_words"], 1), u["id"]))[:worst]
+    bad = [u for u in bad if u["errors"]]
+    with open(out_dir / "worst_alignments.txt", "w", encoding="utf-8") as f:
+        for u in bad:
+            f.write(f"== {u['id']} ({u['errors']} errors)\n")
+            f.write(jiwer.visualize_alignment(jiwer.process_words(u["ref"], u["hyp"]), show_measures=False))
+            f.write("\n")
+    by_len = wer_by_length(result.utterances)
+    (out_dir / "summary.json").write_text(json.dumps({**result.summary(), "wer_by_length": by_len}, indent=2))
+    plot_attention([u for u in result.utterances if u.get("attention") is not None], out_dir)
+
+
+def plot_attention(utts: Sequence[dict], out_dir: Path) -> list[Path]:
+    """One PNG per utterance: decoder step (y) against encoder frame (x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for u in utts:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.imshow(u["attention"].numpy(), aspect="auto", origin="lower", interpolation="nearest")
+        ax.set_xlabel("encoder frame")
+        ax.set_ylabel("output token")
+        ax.set_title(f"{u['id']}: {u['hyp'][:50]}", fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"attention_{u['id']}.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+@torch.inference_mode()
+def evaluate_pairs(model, pairs: Sequence[tuple[str, str]], beam: int = 1, batch_size: int = 64) -> dict:
+    """Text models: BLEU and chrF (sacrebleu) of translations against references."""
+    import sacrebleu
+
+    t0 = time.perf_counter()
+    hyps = model.translate([s for s, _ in pairs], beam=beam, batch_size=batch_size)
+    refs = [t for _, t in pairs]
+    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+            "num_sentences": len(pairs), "wall_seconds": time.perf_counter() - t0, "hypotheses": hyps}

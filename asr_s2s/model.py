@@ -1,0 +1,197 @@
+"""A complete recognizer (or translator): frontend + normalisation + seq2seq core + tokenizer(s),
+saved as one self-contained checkpoint and rebuilt by :func:`load_model`.
+
+The model file holds only plain types and tensors, so it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
+from .seq2seq import ModelConfig, Seq2Seq
+from .text import tokenizer_from_state_dict
+
+FORMAT = "asr-s2s/1"
+BUNDLED = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    """One input's result: text, timed segments, the decoder's score and the source it came from."""
+
+    text: str
+    segments: list[Segment] = field(default_factory=list)
+    score: float = 0.0
+    path: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "text": self.text, "score": self.score,
+                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in self.segments]}
+
+
+class ASRModel(nn.Module):
+    """Speech (``cfg.input == 'audio'``) or text (``'text'``) in, tokens out.
+
+    Audio path: waveform -> LogMel -> CMVN (global statistics saved with the model, or per
+    utterance) -> SpecAugment (training only) -> Seq2Seq. Text path: source token ids -> Seq2Seq.
+    """
+
+    def __init__(self, cfg: ModelConfig, tokenizer: Any, features: FeatureConfig | None = None,
+                 cmvn: str = "global", spec_augment: dict | None = None, src_tokenizer: Any = None):
+        super().__init__()
+        self.cfg, self.tokenizer, self.src_tokenizer = cfg, tokenizer, src_tokenizer
+        self.is_audio = cfg.input == "audio"
+        self.features = (features or FeatureConfig()) if self.is_audio else None
+        self.cmvn_kind = cmvn
+        if self.is_audio:
+            self.logmel = LogMel(self.features)
+            self.cmvn = GlobalCMVN(self.features.n_mels) if cmvn == "global" else UtteranceCMVN() if cmvn == "utterance" else None
+            self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
+        self.seq2seq = Seq2Seq(cfg)
+
+    # ---- feature side -------------------------------------------------------------------------
+    def normalize(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw log-mel ``(B,T,F)`` -> normalised (and, in training, augmented) features."""
+        if self.cmvn is not None:
+            feats = self.cmvn(feats, lengths)
+        if self.spec_augment is not None and self.training:
+            feats = self.spec_augment(feats, lengths)
+        return feats
+
+    def prepare_source(self, src: torch.Tensor, src_lens: torch.Tensor) -> torch.Tensor:
+        return self.normalize(src, src_lens) if self.is_audio else src
+
+    def loss(self, src: torch.Tensor, src_lens: torch.Tensor, tgt: torch.Tensor, tgt_lens: torch.Tensor,
+             teacher_forcing: float = 1.0) -> dict:
+        return self.seq2seq.loss(self.prepare_source(src, src_lens), src_lens, tgt, tgt_lens, teacher_forcing=teacher_forcing)
+
+    forward = loss  # so DistributedDataParallel can wrap the model
+
+    @torch.inference_mode()
+    def decode(self, src: torch.Tensor, src_lens: torch.Tensor, beam: int = 1, **opts):
+        """Batched search on prepared inputs; returns the core's SearchResult."""
+        src = self.prepare_source(src, src_lens)
+        if beam <= 1:
+            return self.seq2seq.greedy(src, src_lens, **opts)
+        return self.seq2seq.beam_search(src, src_lens, beam=beam, **opts)
+
+    # ---- user API -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.inference_mode()
+    def features_of(self, waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([len(w) for w in waves])
+        batch = nn.utils.rnn.pad_sequence(list(waves), batch_first=True).to(self.device)
+        return self.logmel(batch, lengths.to(self.device))
+
+    @torch.inference_mode()
+    def transcribe_waves(self, waves: Sequence[torch.Tensor], beam: int = 1, batch_size: int = 16) -> list[tuple[str, float]]:
+        """16 kHz mono waveforms -> (text, score) each; batched by similar length to keep padding small."""
+        self.eval()
+        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+        out: list[tuple[str, float]] = [("", 0.0)] * len(waves)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            feats, lens = self.features_of([waves[j] for j in idx])
+            res = self.decode(feats, lens, beam=beam)
+            for k, j in enumerate(idx):
+                out[j] = (self.tokenizer.decode(res.tokens[k]), float(res.scores[k]))
+        return out
+
+    def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
+                   beam: int = 1, batch_size: int = 16, long_form: bool = True) -> Union[Transcript, list[Transcript]]:
+        """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
+        a list gives a list. Recordings longer than the model's training utterances are split at
+        silences (see :mod:`asr_s2s.transcribe`)."""
+        from .transcribe import transcribe_inputs
+
+        single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
+        items = [inputs] if single else list(inputs)
+        results = transcribe_inputs(self, items, sample_rate=sample_rate, beam=beam, batch_size=batch_size, long_form=long_form)
+        return results[0] if single else results
+
+    def translate(self, sentences: Sequence[str], beam: int = 1, batch_size: int = 64) -> list[str]:
+        """Text models: translate sentences (batched)."""
+        if self.is_audio:
+            raise TypeError("translate() is for text models; use transcribe() for audio")
+        self.eval()
+        out: list[str] = []
+        for i in range(0, len(sentences), batch_size):
+            ids = [torch.tensor(self.src_tokenizer.encode(s) or [self.src_tokenizer.unk_id if hasattr(self.src_tokenizer, "unk_id") else 3])
+                   for s in sentences[i : i + batch_size]]
+            lens = torch.tensor([len(x) for x in ids])
+            src = nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device)
+            res = self.decode(src, lens.to(self.device), beam=beam)
+            out.extend(self.tokenizer.decode(t) for t in res.tokens)
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------
+    def payload(self, meta: dict | None = None) -> dict:
+        cmvn = None
+        if isinstance(self.cmvn, GlobalCMVN):
+            cmvn = {"mean": self.cmvn.mean.detach().cpu().clone(), "std": self.cmvn.std.detach().cpu().clone()}
+        return {
+            "format": FORMAT,
+            "config": self.cfg.to_dict(),
+            "tokenizer": self.tokenizer.state_dict(),
+            "src_tokenizer": self.src_tokenizer.state_dict() if self.src_tokenizer is not None else None,
+            "features": self.features.to_dict() if self.features is not None else None,
+            "cmvn_kind": self.cmvn_kind,
+            "cmvn": cmvn,
+            "model": {k: v.detach().cpu() for k, v in self.seq2seq.state_dict().items()},
+            "meta": dict(meta or {}),
+        }
+
+    def save(self, path: Union[str, os.PathLike], meta: dict | None = None) -> None:
+        save_checkpoint(path, self.payload(meta))
+
+    @classmethod
+    def from_payload(cls, payload: dict, source: str = "<payload>") -> "ASRModel":
+        if payload.get("format") != FORMAT:
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(f"{source}: not an asr-s2s model file (format {payload.get('format')!r})")
+        cfg = ModelConfig.from_dict(payload["config"])
+        feats = FeatureConfig.from_dict(payload["features"]) if payload.get("features") else None
+        src_tok = tokenizer_from_state_dict(payload["src_tokenizer"]) if payload.get("src_tokenizer") else None
+        model = cls(cfg, tokenizer_from_state_dict(payload["tokenizer"]), feats, cmvn=payload.get("cmvn_kind", "global"),
+                    src_tokenizer=src_tok)
+        model.seq2seq.load_state_dict(payload["model"])
+        if payload.get("cmvn") and isinstance(model.cmvn, GlobalCMVN):
+            model.cmvn.mean.copy_(payload["cmvn"]["mean"])
+            model.cmvn.std.copy_(payload["cmvn"]["std"])
+        model.meta = payload.get("meta", {})
+        return model.eval()
+
+
+def default_model_path() -> Path:
+    return BUNDLED / "default.pt"
+
+
+def load_model(path: Union[str, os.PathLike, None] = None, device: str | torch.device = "cpu") -> ASRModel:
+    """Load a model file (``None`` or ``"default"``: the bundled default recognizer)."""
+    if path is None or str(path) == "default":
+        path = default_model_path()
+    payload = load_checkpoint(path)
+    return ASRModel.from_payload(payload, str(path)).to(device)
+
+
+__all__ = ["ASRModel", "Transcript", "Segment", "load_model", "default_model_path"]

@@ -1,0 +1,216 @@
+"""One-command recipes: find or download the corpus, prepare manifests, train, evaluate, report.
+
+    asr-s2s recipe NAME [--data-dir DIR] [--out EXPDIR] [--quick] [--set key=value ...]
+
+Each stage is skipped when its outputs already exist (prepared manifests, a finished model), so
+re-running a recipe resumes it. The contract scripts rely on: the model is ``EXPDIR/model.pt``,
+the manifests are ``EXPDIR/data/{train,dev,test}.jsonl`` (``.tsv`` pairs for text recipes), and
+the run ends by printing one JSON line per evaluated split with the fields of
+``asr-s2s evaluate --json`` plus ``"split"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
+
+
+@dataclass
+class Recipe:
+    corpus: str
+    config: str  # file name in recipe_configs/
+    prepare: dict = field(default_factory=dict)
+    quick: list[str] = field(default_factory=list)  # --set overrides for --quick
+    text: bool = False  # translation recipe (TSV pairs, BLEU/chrF)
+    description: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "fsdd": Recipe("fsdd", "fsdd.yaml", {"split": "official"},
+                   quick=["epochs=2", "max_minutes=1", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
+                   description="Free Spoken Digit Dataset, official split (recordings 0-4 of each speaker are test)"),
+    "fsdd_speaker": Recipe("fsdd", "fsdd.yaml", {"split": "speaker"},
+                           quick=["epochs=2", "max_minutes=1", "data.max_dev=40"],
+                           description="FSDD with held-out speakers"),
+    "an4": Recipe("an4", "an4.yaml", {}, quick=["epochs=1", "max_minutes=2", "data.max_dev=20"],
+                  description="CMU AN4 (alphanumeric census utterances), speaker-disjoint dev"),
+    "an4_reference": Recipe("an4", "an4_reference.yaml", {}, quick=["epochs=1", "max_steps=5", "data.max_dev=10"],
+                            description="AN4 with the reference model matched to the SpeechBrain peer"),
+    "librispeech": Recipe("librispeech", "librispeech.yaml", {"preset": "clean-100"},
+                          quick=["epochs=1", "max_steps=20"], description="LibriSpeech train-clean-100 (one GPU)"),
+    "mini_librispeech": Recipe("librispeech", "librispeech.yaml", {"preset": "mini"}, quick=["epochs=1", "max_steps=20"],
+                               description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
+    "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
+                          description="Common Voice from an extracted release"),
+    "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
+                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
+                              description="Korean -> English translation (Tatoeba)"),
+    "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True,
+                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
+                              description="English -> French translation (Tatoeba)"),
+}
+
+
+def default_data_dir() -> Path:
+    """The local-data root: $ASR_S2S_DATA, else ./data."""
+    return Path(os.environ.get("ASR_S2S_DATA", "data"))
+
+
+def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] = None, quick: bool = False,
+               overrides: list[str] = (), beam: int = 1, seed_experiment: bool = False) -> list[dict]:
+    """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
+    from .config import load_config
+    from .corpora import prepare_corpus
+
+    if name not in RECIPES:
+        raise SystemExit(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+    r = RECIPES[name]
+    data_dir = Path(data_dir or default_data_dir())
+    out = Path(out or Path("exp") / (name + ("_quick" if quick else "")))
+    ext = ".tsv" if r.text else ".jsonl"
+    man_dir = out / "data"
+    splits = {s: man_dir / f"{s}{ext}" for s in ("train", "dev", "test")}
+
+    # Stage 1: prepare (skipped when the manifests exist).
+    if not (splits["train"].exists() and splits["dev"].exists()):
+        print(f"[{name}] preparing {r.corpus} from {data_dir} -> {man_dir}", flush=True)
+        prepare_corpus(r.corpus, data_dir, man_dir, **r.prepare)
+    else:
+        print(f"[{name}] manifests exist in {man_dir}: skipping preparation", flush=True)
+
+    # Stage 2: train (skipped when a finished model exists; an interrupted run is resumed).
+    sets = [f"data.train={splits['train'].resolve()}", f"data.dev={splits['dev'].resolve()}"]
+    cfg = load_config(CONFIG_DIR / r.config, sets + (r.quick if quick else []) + list(overrides))
+    model_path = out / "model.pt"
+    _train_stage(name, cfg, out, model_path)
+
+    # Stage 3: evaluate every split present (dev always; test when the corpus has it).
+    results = []
+    for split in ("dev", "test"):
+        if splits[split].exists():
+            res = evaluate_split(model_path, splits[split], out / "reports" / split, text=r.text, beam=beam)
+            results.append({"split": split, **res})
+    (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
+    if seed_experiment:
+        seed_experiment_stage(name, cfg, out, splits, text=r.text)
+    print(f"[{name}] model: {model_path}\n[{name}] reports: {out / 'reports'}\n[{name}] results: {out / 'results.jsonl'}", flush=True)
+    for x in results:
+        print(json.dumps(x), flush=True)
+    return results
+
+
+def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
+    from .train import train
+
+    last = out / "checkpoints" / "last.pt"
+    if model_path.exists() and _finished(last):
+        print(f"[{name}] {model_path} exists: skipping training", flush=True)
+        return
+    print(f"[{name}] training -> {out}", flush=True)
+    train(cfg, out, resume=last.exists())
+
+
+def _finished(last: Path) -> bool:
+    if not last.exists():
+        return True  # a model without training state (e.g. copied in): treat as final
+    from .checkpoint import load_checkpoint
+
+    return bool(load_checkpoint(last)["state"].get("done"))
+
+
+def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1) -> dict:
+    """Score one split; the dict is what ``asr-s2s evaluate --json`` prints."""
+    from .model import load_model
+
+    model = load_model(model_path)
+    if text:
+        from .evaluate import evaluate_pairs
+        from .manifest import read_tsv_pairs
+
+        pairs, _ = read_tsv_pairs(manifest, on_error="skip")
+        res = evaluate_pairs(model, pairs, beam=beam)
+        if report_dir is not None:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            with open(report_dir / "translations.tsv", "w", encoding="utf-8") as f:
+                for (s, t), h in zip(pairs, res["hypotheses"]):
+                    f.write(f"{s}\t{t}\t{h}\n")
+        res.pop("hypotheses")
+        return res
+    from .evaluate import evaluate_entries, write_report
+    from .manifest import read_manifest
+
+    entries, _ = read_manifest(manifest, on_error="skip")
+    result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam,
+                              keep_attention=4 if report_dir else 0)
+    if report_dir is not None:
+        write_report(result, report_dir)
+    return result.summary()
+
+
+def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -> Path:
+    """The seed experiment: the pure context-vector model (attention none) trained beside the
+    attention model on the same data, scored by input length. Writes seed_experiment.{json,png}."""
+    import copy
+
+    from .train import train
+
+    base = out / "no_attention"
+    cfg2 = copy.deepcopy(cfg)
+    cfg2.model.decoder.attention = "none"
+    if not (base / "model.pt").exists() or not _finished(base / "checkpoints" / "last.pt"):
+        train(cfg2, base, resume=(base / "checkpoints" / "last.pt").exists())
+    split = splits["test"] if splits["test"].exists() else splits["dev"]
+    curves = {}
+    for label, mp in (("attention: " + cfg.model.decoder.attention, out / "model.pt"), ("attention: none", base / "model.pt")):
+        curves[label] = score_by_length(mp, split, text)
+    (out / "seed_experiment.json").write_text(json.dumps(curves, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    metric = "bleu" if text else "wer"
+    for label, bins in curves.items():
+        ax.plot([(b["min"] + b["max"]) / 2 for b in bins], [b[metric] for b in bins], "o-", label=label)
+    ax.set_xlabel("source length (tokens)" if text else "utterance duration (s)")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{name}: one context vector vs attention, by input length")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "seed_experiment.png", dpi=90)
+    plt.close(fig)
+    return out / "seed_experiment.png"
+
+
+def score_by_length(model_path: Path, manifest: Path, text: bool, bins: int = 5) -> list[dict]:
+    from .model import load_model
+
+    model = load_model(model_path)
+    if text:
+        import sacrebleu
+
+        from .manifest import read_tsv_pairs
+
+        pairs, _ = read_tsv_pairs(manifest, on_error="skip")
+        hyps = model.translate([s for s, _ in pairs])
+        lens = [len(model.src_tokenizer.encode(s)) for s, _ in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: lens[i])
+        out = []
+        for b in range(bins):
+            part = order[b * len(order) // bins : (b + 1) * len(order) // bins]
+            if part:
+                out.append({"min": lens[part[0]], "max": lens[part[-1]], "sentences": len(part),
+                            "bleu": sacrebleu.corpus_bleu([hyps[i] for i in part], [[pairs[i][1] for i in part]]).score})
+        return out
+    from .evaluate import evaluate_entries, wer_by_length
+    from .manifest import read_manifest
+
+    entries, _ = read_manifest(manifest, on_error="skip")
+    res = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries])
+    return wer_by_length(res.utterances, bins=bins)

@@ -1,0 +1,438 @@
+"""The training loop: one entry point for a single process and for ``torchrun`` (DDP).
+
+    asr-s2s train CONFIG.yaml --out EXPDIR [--set key=value ...] [--resume]
+
+What it guarantees:
+- the global batch is the same whatever the world size: each length-bucketed batch is split
+  across ranks and the loss is normalised by the global token count, so N processes take the
+  same optimisation steps as one process (up to float summation order);
+- checkpoints are atomic (temp file + rename) every ``checkpoint_every`` steps and each epoch, and
+  ``--resume`` restores model, optimiser, step, position inside the epoch and every RNG, so a
+  killed run continues exactly where the last checkpoint left it;
+- a non-finite loss or gradient skips the step (counted), never poisons the weights; unreadable
+  audio is skipped and counted; an unwritable or full output directory is refused before training.
+
+EXPDIR holds ``model.pt`` (best or averaged), ``checkpoints/``, ``metrics.jsonl``,
+``learning_curve.png`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .model import ASRModel
+
+TRAIN_FORMAT = "asr-s2s/train-1"  # same family as model files (checkpoint.py checks the prefix)
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue (the message says why and what to do)."""
+
+
+# ---- distributed plumbing ---------------------------------------------------------------------
+def dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _all_sum(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+# ---- RNG state (plain tensors/ints so the checkpoint loads with weights_only=True) -------------
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(s["python"]), None))
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---- learning-rate schedule ----------------------------------------------------------------
+def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Multiplier of ``optim.lr`` after ``step`` steps, ``progress`` in [0, 1] of the whole run."""
+    o = cfg.optim
+    warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
+    if o.schedule == "noam":
+        return min(warm, math.sqrt(max(1, o.warmup_steps) / max(step + 1, 1)))
+    if o.schedule == "constant":
+        return warm
+    cos = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warm * cos
+
+
+def preflight(out: Path, num_params: int) -> None:
+    """Refuse an unwritable or nearly full output directory before any training happens."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_probe"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"{out}: output directory is not writable ({exc.strerror or exc})") from None
+    # Training state = weights + 2 Adam moments; a few such files (last, epoch snapshots, model).
+    need = num_params * 4 * 3 * 4 + (64 << 20)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise TrainingError(f"{out}: only {free >> 20} MiB free, training needs about {need >> 20} MiB for checkpoints")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False):
+        self.cfg, self.out, self.resume, self.quiet = cfg, Path(out), resume, quiet
+        self.rank, self.world, local = dist_env()
+        if cfg.device == "auto":
+            dev = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        else:
+            dev = f"cuda:{local}" if cfg.device == "cuda" else cfg.device
+        self.device = torch.device(dev)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.is_main = self.rank == 0
+        self.ckpt_dir = self.out / "checkpoints"
+
+    # ---- setup -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        from .pipeline import build_data
+
+        cfg = self.cfg
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        last = self.ckpt_dir / "last.pt"
+        if last.exists() and not self.resume:
+            raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+        seed_everything(cfg.seed)
+        self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
+        model = ASRModel(self.data.model_cfg, self.data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
+                         cmvn=cfg.data.cmvn, spec_augment=self.data.spec_augment, src_tokenizer=self.data.src_tokenizer)
+        if self.data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
+            model.cmvn.mean.copy_(self.data.cmvn_stats[0])
+            model.cmvn.std.copy_(self.data.cmvn_stats[1])
+        self.model = model.to(self.device)
+        self.num_params = sum(p.numel() for p in model.seq2seq.parameters())
+        if self.is_main:
+            preflight(self.out, self.num_params)
+            cfg.save(self.out / "config.yaml")
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        o = cfg.optim
+        opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+        self.opt = opt_cls(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_epoch": -1,
+                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0,
+                                      "train_seconds": 0.0, "audio_seconds": 0.0, "done": False}
+        if self.resume and last.exists():
+            self._load_state(last)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        if not self.is_main:
+            return
+        save_checkpoint(self.ckpt_dir / "last.pt", {
+            "format": TRAIN_FORMAT, "model": self.model.payload(), "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None, "state": dict(self.state), "rng": rng_state(),
+        })
+
+    def _load_state(self, path: Path) -> None:
+        ck = load_checkpoint(path)
+        if ck.get("format") != TRAIN_FORMAT:
+            raise TrainingError(f"{path}: not a training checkpoint")
+        self.model.seq2seq.load_state_dict(ck["model"]["model"])
+        if ck["model"].get("cmvn") and hasattr(self.model.cmvn, "mean"):
+            self.model.cmvn.mean.copy_(ck["model"]["cmvn"]["mean"])
+            self.model.cmvn.std.copy_(ck["model"]["cmvn"]["std"])
+        self.opt.load_state_dict(ck["optimizer"])
+        if self.scaler and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.state.update(ck["state"])
+        set_rng_state(ck["rng"])
+        self._log({"event": "resumed", "step": self.state["step"], "epoch": self.state["epoch"],
+                   "batch_in_epoch": self.state["batch_in_epoch"]})
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def teacher_forcing(self) -> float:
+        c = self.cfg
+        if c.teacher_forcing_steps <= 0:
+            return c.teacher_forcing
+        f = min(1.0, self.state["step"] / c.teacher_forcing_steps)
+        return c.teacher_forcing + (c.teacher_forcing_final - c.teacher_forcing) * f
+
+    def progress(self) -> float:
+        c, s = self.cfg, self.state
+        fr = [s["step"] / max(1, self.total_steps)]
+        if c.max_minutes:
+            fr.append(s["train_seconds"] / (60 * c.max_minutes))
+        return max(fr)
+
+    def out_of_budget(self) -> bool:
+        c, s = self.cfg, self.state
+        over = bool((c.max_steps and s["step"] >= c.max_steps) or (c.max_minutes and s["train_seconds"] >= 60 * c.max_minutes))
+        if self.world > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(over)])
+            dist.broadcast(flag, 0)
+            over = bool(flag.item())
+        return over
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's share of every global batch of the epoch (deterministic in seed and epoch)."""
+        batches = self.data.batches(epoch)
+        if self.world == 1:
+            return batches
+        # Batches too small to give every rank an utterance are dropped (counted), identically on all ranks.
+        kept = [b[self.rank :: self.world] for b in batches if len(b) >= self.world]
+        self.state["skipped_batches"] += len(batches) - len(kept) if epoch == self.state["epoch"] else 0
+        return kept
+
+    def fit(self) -> Path:
+        self.setup()
+        cfg, s = self.cfg, self.state
+        per_epoch = len(self.data.batches(0))
+        self.total_steps = cfg.max_steps or max(1, per_epoch * cfg.epochs)
+        if self.is_main and not self.quiet:
+            print(f"training {self.num_params / 1e6:.2f} M parameters on {self.device} x{self.world}; "
+                  f"{len(self.data.train_set)} train utterances, {per_epoch} batches/epoch -> {self.out}", flush=True)
+        while s["epoch"] < cfg.epochs and not s["done"]:
+            self.train_epoch(s["epoch"])
+            if s["done"]:
+                break
+            self.end_epoch()
+        s["done"] = True
+        self._save_state()
+        return self.finish()
+
+    def train_epoch(self, epoch: int) -> None:
+        from tqdm import tqdm
+
+        cfg, s = self.cfg, self.state
+        batches = self.epoch_batches(epoch)[s["batch_in_epoch"] :]
+        loader = DataLoader(self.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
+                            collate_fn=self.data.collate, persistent_workers=False)
+        model = self.ddp or self.model
+        model.train()
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+        t_last, audio_last, loss_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0
+        for batch in loader:
+            t0 = time.perf_counter()
+            loss = self.train_step(model, batch)
+            dt = time.perf_counter() - t0
+            s["train_seconds"] += dt
+            s["audio_seconds"] += float(batch.get("duration", 0.0))
+            s["batch_in_epoch"] += 1
+            if loss is not None:
+                loss_acc, n_acc = loss_acc + loss, n_acc + 1
+            bar.update(1)
+            if s["step"] % cfg.log_every == 0 and n_acc:
+                now = time.perf_counter()
+                rate = (s["audio_seconds"] - audio_last) / max(now - t_last, 1e-9) * self.world
+                rec = {"step": s["step"], "epoch": epoch, "loss": loss_acc / n_acc, "lr": self.opt.param_groups[0]["lr"],
+                       "teacher_forcing": self.teacher_forcing(), "audio_s_per_s": rate, "train_seconds": s["train_seconds"]}
+                self._log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", aps=f"{rate:.0f}")
+                t_last, audio_last, loss_acc, n_acc = now, s["audio_seconds"], 0.0, 0
+            if cfg.checkpoint_every and s["step"] % cfg.checkpoint_every == 0 and loss is not None:
+                self._save_state()
+            if self.out_of_budget():
+                s["done"] = True
+                break
+        bar.close()
+
+    def train_step(self, model, batch: dict) -> Optional[float]:
+        cfg, s = self.cfg, self.state
+        src, src_lens, tgt, tgt_lens = (batch[k].to(self.device, non_blocking=True) for k in ("src", "src_lens", "tgt", "tgt_lens"))
+        factor = lr_factor(cfg, s["step"], self.progress())
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.optim.lr * factor
+        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+               if cfg.amp != "none" and self.device.type == "cuda" else nullcontext())
+        with amp:
+            # ASRModel.forward is its loss; calling through the DDP wrapper synchronises gradients.
+            out = model(src, src_lens, tgt, tgt_lens, teacher_forcing=self.teacher_forcing())
+        ntok = torch.as_tensor(out["ntokens"], dtype=torch.float32, device=self.device).reshape(1)
+        total = _all_sum(ntok.clone(), self.world)
+        # Token-sum / global tokens * world: DDP's gradient mean then equals one process's mean over the global batch.
+        loss = out["loss"].float() * ntok[0] / total[0] * self.world
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        self.opt.zero_grad(set_to_none=True)
+        if finite.item() < 1:
+            s["skipped_nonfinite"] += 1
+            self._log({"event": "skipped_nonfinite_loss", "step": s["step"], "ids": batch.get("ids", [])[:8]})
+            return None
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or float("inf"))
+        if not torch.isfinite(gnorm):
+            s["skipped_nonfinite"] += 1
+            self._log({"event": "skipped_nonfinite_grad", "step": s["step"]})
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.update()
+            return None
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        s["step"] += 1
+        return float(out["loss"].detach())
+
+    # ---- epoch end: dev metric, snapshots, early stopping -------------------------------------
+    def dev_metric(self) -> Optional[dict]:
+        return self.data.evaluate_dev(self.model, beam=self.cfg.eval_beam)
+
+    def end_epoch(self) -> None:
+        cfg, s = self.cfg, self.state
+        epoch = s["epoch"]
+        stop = torch.zeros(1)
+        if self.is_main:
+            res = self.dev_metric()
+            if res is not None:
+                metric, higher = res["metric"], res["higher_is_better"]
+                better = s["best"] is None or (res[metric] > s["best"] if higher else res[metric] < s["best"])
+                if better:
+                    s["best"], s["best_epoch"], s["bad_epochs"] = res[metric], epoch, 0
+                    self.model.save(self.out / "model.pt", meta=self._meta(res))
+                else:
+                    s["bad_epochs"] += 1
+                self._log({"event": "epoch", "epoch": epoch, "step": s["step"], **{k: v for k, v in res.items() if k != "hypotheses"},
+                           "train_seconds": s["train_seconds"], "best": s["best"]})
+                if not self.quiet:
+                    print(f"epoch {epoch}: dev {metric} {res[metric]:.4f} (best {s['best']:.4f} @ {s['best_epoch']}), "
+                          f"step {s['step']}, {s['train_seconds']:.0f}s", flush=True)
+                if cfg.early_stop_patience and s["bad_epochs"] >= cfg.early_stop_patience:
+                    stop[0] = 1
+            self._snapshot(epoch)
+            self.plot_curve()
+        if self.world > 1:
+            dist.broadcast(stop, 0)
+        s["epoch"] += 1
+        s["batch_in_epoch"] = 0
+        if stop.item():
+            s["done"] = True
+        self._save_state()
+
+    def _meta(self, res: dict | None = None) -> dict:
+        s = self.state
+        return {"step": s["step"], "epoch": s["epoch"], "train_seconds": round(s["train_seconds"], 1),
+                "dev": {k: v for k, v in (res or {}).items() if isinstance(v, (int, float))},
+                "num_parameters": self.num_params, "max_duration": self.data.max_duration}
+
+    def _snapshot(self, epoch: int) -> None:
+        if self.cfg.average_last <= 0:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.ckpt_dir / f"epoch-{epoch:04d}.pt", self.model.payload())
+        snaps = sorted(self.ckpt_dir.glob("epoch-*.pt"))
+        for old in snaps[: -max(self.cfg.keep_epochs, self.cfg.average_last)]:
+            old.unlink()
+
+    def finish(self) -> Path:
+        """Write EXPDIR/model.pt: the best epoch, or the average of the last N if that is no worse on dev."""
+        final = self.out / "model.pt"
+        if not self.is_main:
+            if self.world > 1:
+                dist.barrier()
+            return final
+        if self.cfg.average_last > 0:
+            snaps = sorted(self.ckpt_dir.glob("epoch-*.pt"))[-self.cfg.average_last :]
+            if len(snaps) > 1:
+                payloads = [load_checkpoint(p) for p in snaps]
+                avg = {k: sum(p["model"][k].double() for p in payloads) / len(payloads) for k in payloads[0]["model"]}
+                self.model.seq2seq.load_state_dict({k: v.to(payloads[0]["model"][k].dtype) for k, v in avg.items()})
+                res = self.dev_metric()
+                s = self.state
+                if res is not None:
+                    m, higher = res["metric"], res["higher_is_better"]
+                    ok = s["best"] is None or (res[m] >= s["best"] if higher else res[m] <= s["best"])
+                    self._log({"event": "averaged", "snapshots": len(snaps), m: res[m], "kept": ok})
+                    if ok:
+                        s["best"] = res[m]
+                        self.model.save(final, meta={**self._meta(res), "averaged": len(snaps)})
+        if not final.exists():  # no dev set, or no epoch finished: the current weights
+            self.model.save(final, meta=self._meta())
+        self.plot_curve()
+        if self.world > 1:
+            dist.barrier()
+        return final
+
+    def plot_curve(self) -> None:
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        steps = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
+        devs = [r for r in recs if r.get("event") == "epoch"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if steps:
+            ax.plot(*zip(*steps), label="train loss", color="tab:blue")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        if devs:
+            m = "wer" if "wer" in devs[0] else "bleu"
+            ax2 = ax.twinx()
+            ax2.plot([r["step"] for r in devs], [r[m] for r in devs], "o-", color="tab:red", label=f"dev {m}")
+            ax2.set_ylabel(f"dev {m}")
+        ax.set_title("learning curve")
+        fig.tight_layout()
+        fig.savefig(self.out / "learning_curve.png", dpi=80)
+        plt.close(fig)
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Path:
+    """Train and return the path of EXPDIR/model.pt."""
+    return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+
+
+__all__ = ["train", "Trainer", "TrainingError", "lr_factor"]
