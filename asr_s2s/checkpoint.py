@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import pickletools
 import tempfile
 import zipfile
 from pathlib import Path
@@ -68,13 +69,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # weights_only refuses any global that is not a tensor/plain type: never execute it.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: the file carries pickled code or objects that are not plain "
-            f"tensors/containers (loaded with weights_only=True; an untrusted or foreign file?): {first}") from e
+        # weights_only refuses any global that is not a tensor / plain type, so nothing ran. Tell a
+        # file that smuggles code apart from a merely damaged one by listing its globals (read-only).
+        suspects = _foreign_globals(path)
+        if suspects or "GLOBAL" in str(e.__context__ or e):
+            what = ", ".join(suspects) if suspects else _last_line(e.__context__ or e)
+            raise CheckpointError(
+                f"{path}: refused to load: the file carries pickled code or objects ({what}); only tensors "
+                f"and plain containers are accepted (weights_only=True). Is it from an untrusted source?") from e
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint (unreadable pickle: "
+                              f"{_last_line(e.__context__ or e)})") from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from e
+        why = str(e).strip() or "the file is empty or cut short"
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {why})") from e
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict payload, got {type(payload).__name__}")
     fmt = payload.get("format")
@@ -82,3 +89,38 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unsupported checkpoint format {fmt!r} (expected {FORMAT!r})")
     return payload
 
+
+
+_SAFE_MODULES = ("torch", "collections", "numpy.core.multiarray", "numpy._core.multiarray", "numpy")
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """Best-effort static scan (pickletools never executes anything) for globals a checkpoint should
+    not reference, e.g. posix.system. Looks at data.pkl inside a torch zip file, else the raw file."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return []
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated / garbage stream: keep what was found so far
+        pass
+    bad = [g for g in found if not g.startswith(_SAFE_MODULES) and g not in ("builtins.set", "builtins.frozenset")]
+    return sorted(set(bad))

@@ -1,0 +1,94 @@
+"""Checkpoints: atomic save, safe load (pickled code refused), clear errors, and identical decoding."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from asr_s2s.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from asr_s2s.seq2seq import ModelConfig, Seq2Seq
+from s2s_helpers import single_thread, tiny_config  # noqa: F401
+
+
+class _Evil:
+    """Unpickling this runs a shell command (the classic malicious-checkpoint payload)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _payload(model: Seq2Seq) -> dict:
+    return {"format": FORMAT, "config": model.cfg.to_dict(), "tokenizer": {"kind": "char", "chars": list("abc")},
+            "src_tokenizer": None, "features": {"n_mels": 40}, "cmvn": {"mean": torch.zeros(40), "std": torch.ones(40)},
+            "model": model.state_dict(), "meta": {"step": 7, "note": "test"}}
+
+
+@pytest.mark.parametrize("attention", ["none", "location"])
+def test_save_load_decode_identical(tmp_path, attention):
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", attention, vocab_size=14, hidden=24)).eval()
+    path = save_checkpoint(tmp_path / "sub" / "model.pt", _payload(m))
+    assert sorted(os.listdir(path.parent)) == ["model.pt"]  # no temp files left behind
+    ck = load_checkpoint(path)
+    assert ck["meta"] == {"step": 7, "note": "test"} and ck["format"] == FORMAT
+    m2 = Seq2Seq(ModelConfig.from_dict(ck["config"])).eval()
+    m2.load_state_dict(ck["model"])
+    x, xl = torch.randn(3, 50, 40), torch.tensor([50, 31, 9])
+    for a, b in ((m.greedy(x, xl), m2.greedy(x, xl)), (m.beam_search(x, xl, beam=3), m2.beam_search(x, xl, beam=3))):
+        assert a.tokens == b.tokens and torch.equal(a.scores, b.scores)
+
+
+def test_overwrite_is_atomic_and_failed_save_keeps_the_old_file(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"meta": {"v": 1}, "w": torch.ones(3)})
+    save_checkpoint(path, {"meta": {"v": 2}, "w": torch.ones(3)})
+    assert load_checkpoint(path)["meta"] == {"v": 2}
+    with pytest.raises(CheckpointError, match="ck.pt"):
+        save_checkpoint(path, {"bad": lambda: 0})  # cannot be pickled
+    assert load_checkpoint(path)["meta"] == {"v": 2}
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt"]
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("how", ["torch.save", "raw pickle"])
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, how):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"format": FORMAT, "model": {}, "meta": _Evil(str(marker))}
+    if how == "torch.save":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*refused") as err:
+        load_checkpoint(path)
+    assert "pickled code" in str(err.value) and "system" in str(err.value)
+    assert not marker.exists(), "the payload's command ran"
+
+
+def test_truncated_empty_and_missing_files(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"model": {"w": torch.randn(1000)}, "meta": {}})
+    data = path.read_bytes()
+    for name, blob in (("half.pt", data[: len(data) // 2]), ("empty.pt", b""), ("junk.pt", b"not a checkpoint")):
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(CheckpointError, match=name.replace(".", r"\.")) as err:
+            load_checkpoint(tmp_path / name)
+        assert "truncated or corrupt" in str(err.value)
+    with pytest.raises(CheckpointError, match=r"nope\.pt.*no such"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_non_dict_and_foreign_format_refused(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="dict"):
+        load_checkpoint(tmp_path / "list.pt")
+    save_checkpoint(tmp_path / "other.pt", {"format": "something-else/3"})
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(tmp_path / "other.pt")

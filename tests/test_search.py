@@ -1,0 +1,146 @@
+"""Batched greedy and beam search: beam 1 == greedy, wider beams score no worse on a trained model,
+padding invariance, and the length guard on models that never emit eos."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr_s2s.seq2seq import ATTENTIONS, EOS, Seq2Seq, max_lengths
+from s2s_helpers import audio_batch, logmel, overfit, pad_feats, single_thread, tiny_config  # noqa: F401
+
+NORMS = [("none", 1.0), ("length", 1.0), ("gnmt", 0.8)]
+
+
+@pytest.fixture(scope="module")
+def trained(fsdd_files):
+    """An lstm/location model overfit on 8 FSDD utterances, plus 20 utterances it never saw."""
+    x, xl, y, yl, vocab = audio_batch(fsdd_files)
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "location", len(vocab)))
+    steps, _ = overfit(m, x, xl, y, yl, max_steps=400)
+    assert steps is not None
+    held = [f for f in fsdd_files if f.stem.endswith("_1")]
+    hx, hxl = pad_feats([logmel(f) for f in held])
+    return m.eval(), (x, xl), (hx, hxl)
+
+
+def _untrained(attention: str, cell: str = "gru", seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(tiny_config(cell, attention, vocab_size=14, hidden=24)).eval()
+
+
+def _rand_batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 57, 40, generator=g), torch.tensor([57, 33, 12, 41])
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("norm,alpha", NORMS)
+def test_beam_one_equals_greedy_untrained(attention, norm, alpha):
+    m = _untrained(attention)
+    x, xl = _rand_batch()
+    g = m.greedy(x, xl, length_norm=norm, alpha=alpha)
+    b = m.beam_search(x, xl, beam=1, length_norm=norm, alpha=alpha)
+    assert g.tokens == b.tokens
+    assert torch.equal(g.scores, b.scores)
+    assert torch.equal(g.lengths, b.lengths)
+    for a, c in zip(g.attention, b.attention):
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("norm,alpha", NORMS)
+def test_beam_one_equals_greedy_trained(trained, norm, alpha):
+    m, _, (hx, hxl) = trained
+    g = m.greedy(hx, hxl, length_norm=norm, alpha=alpha)
+    b = m.beam_search(hx, hxl, beam=1, length_norm=norm, alpha=alpha)
+    assert g.tokens == b.tokens and torch.equal(g.scores, b.scores)
+
+
+@pytest.mark.parametrize("norm,alpha", NORMS)
+def test_wider_beam_scores_no_worse_than_greedy(trained, norm, alpha):
+    """On unseen utterances (the model is unsure there), every wider beam's best hypothesis scores at
+    least the greedy one under the same normalisation. (Beam search is not monotone in general: on
+    half-trained models a beam of 2 can prune the greedy path's eos — see search.py.)"""
+    m, (x, xl), (hx, hxl) = trained
+    for src, lens in ((x, xl), (hx, hxl)):
+        g = m.greedy(src, lens, length_norm=norm, alpha=alpha)
+        for k in (2, 4, 8):
+            b = m.beam_search(src, lens, beam=k, length_norm=norm, alpha=alpha)
+            assert (b.scores >= g.scores - 1e-5).all(), (k, g.scores, b.scores)
+
+
+def test_beam_finds_the_references_of_the_training_batch(trained):
+    m, (x, xl), _ = trained
+    g = m.greedy(x, xl)
+    assert m.beam_search(x, xl, beam=4).tokens == g.tokens
+
+
+def test_scores_are_the_normalised_log_probability(trained):
+    """Re-score the hypotheses by teacher forcing them: the search score is sum(log p) / lp(n)."""
+    m, _, (hx, hxl) = trained
+    for norm, alpha in NORMS:
+        r = m.beam_search(hx, hxl, beam=3, length_norm=norm, alpha=alpha, max_len=50, max_len_ratio=5.0)
+        tgt = torch.zeros(len(r.tokens), int(r.lengths.max()), dtype=torch.long)
+        for i, t in enumerate(r.tokens):
+            tgt[i, : len(t)] = torch.tensor(t)
+        with torch.no_grad():
+            logits, _ = m(hx, hxl, tgt, r.lengths)
+            _, tgt_out = m.decoder_io(tgt, r.lengths)
+            lp = torch.log_softmax(logits, -1).gather(-1, tgt_out.clamp(min=0)[..., None])[..., 0]
+            total = (lp * (tgt_out != 0)).sum(-1)
+        n = (r.lengths + 1).float()  # every hypothesis here ended with eos
+        pen = {"none": torch.ones_like(n), "length": n ** alpha, "gnmt": ((5 + n) / 6) ** alpha}[norm]
+        torch.testing.assert_close(r.scores, total / pen, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_padding_invariance(trained, search):
+    """An utterance decoded alone gives the same tokens and score as inside a padded batch."""
+    m, _, (hx, hxl) = trained
+    run = (lambda s, l: m.greedy(s, l)) if search == "greedy" else (lambda s, l: m.beam_search(s, l, beam=3))
+    batch = run(hx, hxl)
+    for i in range(0, hx.size(0), 3):
+        alone = run(hx[i : i + 1, : hxl[i]], hxl[i : i + 1])
+        assert alone.tokens[0] == batch.tokens[i]
+        torch.testing.assert_close(alone.scores[0], batch.scores[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone.attention[0], batch.attention[i], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["none", "location"])
+def test_padding_invariance_untrained(attention):
+    m = _untrained(attention, cell="lstm")
+    x, xl = _rand_batch(3)
+    batch = m.greedy(x, xl)
+    for i in range(x.size(0)):
+        alone = m.greedy(x[i : i + 1, : xl[i]], xl[i : i + 1])
+        assert alone.tokens[0] == batch.tokens[i]
+        torch.testing.assert_close(alone.scores[0], batch.scores[i], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["dot", "location"])
+def test_max_length_guard_stops_a_model_that_never_says_eos(attention):
+    m = _untrained(attention)
+    with torch.no_grad():
+        m.decoder.output.bias[EOS] = -1e4  # eos is never the best token, nor in any beam
+    x, xl = _rand_batch()
+    enc_lens = m.encoder.output_lengths(xl)
+    for max_len, ratio in ((100, 0.5), (7, 2.0)):
+        want = [min(max_len, math.ceil(ratio * int(t))) for t in enc_lens]
+        assert max_lengths(enc_lens, max_len, ratio).tolist() == want
+        g = m.greedy(x, xl, max_len=max_len, max_len_ratio=ratio)
+        assert g.lengths.tolist() == want == [len(t) for t in g.tokens]
+        assert [a.shape for a in g.attention] == [(n, int(t)) for n, t in zip(want, enc_lens)]
+        b = m.beam_search(x, xl, beam=3, max_len=max_len, max_len_ratio=ratio)
+        assert b.lengths.tolist() == want
+        assert all(EOS not in t for t in g.tokens + b.tokens)
+
+
+def test_search_leaves_training_mode_and_grad_alone(trained):
+    m, (x, xl), _ = trained
+    m.train()
+    r = m.greedy(x, xl)
+    assert m.training and not r.scores.requires_grad
+    m.eval()

@@ -1,0 +1,238 @@
+"""The seq2seq core: subsampling arithmetic, padding invariance, decoder paths, config, and overfitting
+real FSDD audio (and made-up char-level text pairs) with every cell x attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from asr_s2s.seq2seq import (ATTENTIONS, EOS, PAD, SOS, DecoderConfig, Encoder, EncoderConfig, ModelConfig,
+                             Seq2Seq)
+from s2s_helpers import audio_batch, overfit, pad_feats, single_thread, text_batch, tiny_config  # noqa: F401
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+# ---- subsampling -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("subsampling,factor", [("conv", 2), ("conv", 4), ("conv", 8), ("stack", 3), ("stack", 4),
+                                                ("none", 4)])
+def test_subsampling_output_lengths_match_actual_sizes(subsampling, factor):
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(cell="gru", input_dim=13, hidden=8, layers=1, subsampling=subsampling,
+                                subsample_factor=factor, conv_channels=4, dropout=0.0)).eval()
+    for t in list(range(1, 40)) + [63, 64, 65, 127, 128, 129, 1001]:
+        x = torch.randn(1, t, 13)
+        predicted = int(enc.output_lengths(torch.tensor([t])))
+        sub = enc.subsample(x, torch.tensor([t])) if enc.subsample is not None else (x, torch.tensor([t]))
+        assert sub[0].size(1) == predicted == int(sub[1]), (t, sub[0].shape, predicted)
+        out = enc(x, torch.tensor([t]))
+        assert out.states.size(1) == predicted and int(out.lengths) == predicted >= 1
+
+
+# ---- padding invariance of the encoder -------------------------------------------------------------
+@pytest.mark.parametrize("cell,subsampling", [("lstm", "conv"), ("gru", "stack"), ("rnn", "none"), ("lstm", "stack")])
+def test_encoder_rows_equal_the_utterance_alone(cell, subsampling, fsdd_files):
+    from s2s_helpers import logmel
+
+    feats = [logmel(f) for f in fsdd_files[:5]]
+    x, xl = pad_feats(feats, fill=7.5)  # loud garbage in the padding must not leak
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(cell=cell, input_dim=x.size(-1), hidden=16, layers=2, bidirectional=True,
+                                subsampling=subsampling, subsample_factor=4, conv_channels=4, dropout=0.0)).eval()
+    with torch.no_grad():
+        batch = enc(x, xl)
+        for i, f in enumerate(feats):
+            alone = enc(f[None], xl[i : i + 1])
+            n = int(alone.lengths)
+            assert int(batch.lengths[i]) == n
+            torch.testing.assert_close(batch.states[i, :n], alone.states[0], atol=1e-5, rtol=1e-4)
+            assert batch.states[i, n:].abs().sum() == 0
+            finals = batch.final if isinstance(batch.final, tuple) else (batch.final,)
+            finals_alone = alone.final if isinstance(alone.final, tuple) else (alone.final,)
+            for fb, fa in zip(finals, finals_alone):
+                torch.testing.assert_close(fb[:, i], fa[:, 0], atol=1e-5, rtol=1e-4)
+
+
+# ---- decoder paths ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("attention", ["none", "dot", "additive"])
+def test_parallel_teacher_forcing_equals_step_loop(cell, attention):
+    """The one-call Luong path computes exactly what the per-step loop (used by search) computes."""
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config(cell, attention, vocab_size=12, hidden=16)).eval()
+    x, xl = torch.randn(3, 37, 40), torch.tensor([37, 20, 9])
+    tgt_in = torch.randint(3, 12, (3, 6))
+    with torch.no_grad():
+        enc = m.encode(x, xl)
+        par, wp = m.decoder(enc, tgt_in, parallel=True)
+        loop, wl = m.decoder(enc, tgt_in, parallel=False)
+    torch.testing.assert_close(par, loop, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(wp, wl, atol=1e-6, rtol=1e-4)
+
+
+def test_location_attention_refuses_parallel_path():
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16))
+    enc = m.encode(torch.randn(2, 20, 40), torch.tensor([20, 11]))
+    with pytest.raises(ValueError):
+        m.decoder(enc, torch.randint(3, 12, (2, 4)), parallel=True)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_attention_weights_are_masked_distributions(attention):
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("gru", attention, vocab_size=12, hidden=16)).eval()
+    x, xl = torch.randn(3, 41, 40), torch.tensor([41, 17, 5])
+    y, yl = torch.randint(4, 12, (3, 5)), torch.tensor([5, 2, 3])
+    with torch.no_grad():
+        logits, w = m(x, xl, y, yl)
+    assert logits.shape == (3, 6, 12) and w.shape == (3, 6, 11)
+    tl = m.encoder.output_lengths(xl)
+    for i in range(3):
+        assert w[i, :, tl[i]:].abs().sum() == 0  # no weight on padding
+        if attention != "none":
+            torch.testing.assert_close(w[i].sum(-1), torch.ones(6))
+
+
+def test_scheduled_sampling_feeds_predictions_and_trains():
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "additive", vocab_size=12, hidden=16))
+    x, xl = torch.randn(2, 30, 40), torch.tensor([30, 18])
+    y, yl = torch.randint(4, 12, (2, 7)), torch.tensor([7, 4])
+    m.eval()
+    with torch.no_grad():
+        ref, _ = m(x, xl, y, yl, teacher_forcing=1.0)
+        same, _ = m(x, xl, y, yl, teacher_forcing=1.0 - 1e-9)  # loop path, all coins say "reference"
+        own, _ = m(x, xl, y, yl, teacher_forcing=0.0)
+    torch.testing.assert_close(ref, same, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ref[:, 1:], own[:, 1:])
+    # With ratio 0 the input at step t is the argmax at step t-1: the greedy decoder's trajectory.
+    greedy_in = torch.cat([torch.full((2, 1), SOS), own.argmax(-1)[:, :-1]], dim=1)
+    with torch.no_grad():
+        replay, _ = m.decoder(m.encode(x, xl), greedy_in)
+    torch.testing.assert_close(replay, own, atol=1e-5, rtol=1e-4)
+    m.train()
+    out = m.loss(x, xl, y, yl, teacher_forcing=0.5)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in m.decoder.parameters() if p.requires_grad)
+
+
+# ---- model I/O and loss ----------------------------------------------------------------------------
+def test_decoder_io_adds_sos_and_eos():
+    tgt = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    tin, tout = Seq2Seq.decoder_io(tgt, torch.tensor([3, 2]))
+    assert tin.tolist() == [[SOS, 5, 6, 7], [SOS, 8, 9, PAD]]
+    assert tout.tolist() == [[5, 6, 7, EOS], [8, 9, EOS, PAD]]
+
+
+def test_config_yaml_round_trip():
+    cfg = ModelConfig(input="text", vocab_size=40, src_vocab_size=33, ctc_weight=0.2, label_smoothing=0.05,
+                      encoder=EncoderConfig(cell="gru", input_dim=24, subsampling="none"),
+                      decoder=DecoderConfig(cell="rnn", attention="dot", layers=2))
+    d = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
+    again = ModelConfig.from_dict(d)
+    assert again == cfg and ModelConfig.from_yaml(cfg.to_yaml()) == cfg
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict({**d, "bogus": 1})
+    with pytest.raises(ValueError):
+        EncoderConfig(subsampling="conv", subsample_factor=3)
+
+
+def test_loss_terms_and_ctc():
+    torch.manual_seed(0)
+    cfg = tiny_config("lstm", "dot", vocab_size=12, hidden=16)
+    cfg.ctc_weight = 0.3
+    m = Seq2Seq(cfg)
+    x, xl = torch.randn(2, 40, 40), torch.tensor([40, 25])
+    y, yl = torch.randint(4, 12, (2, 4)), torch.tensor([4, 2])
+    out = m.loss(x, xl, y, yl)
+    assert set(out) == {"loss", "ce", "ctc", "ntokens"} and int(out["ntokens"]) == 4 + 1 + 2 + 1
+    torch.testing.assert_close(out["loss"], 0.7 * out["ce"] + 0.3 * out["ctc"])
+    assert out["ctc"] > 0 and out["ce"] > 0
+    out["loss"].backward()
+    assert m.ctc.weight.grad is not None
+    assert m.num_parameters() == sum(p.numel() for p in m.parameters())
+
+
+# ---- overfitting real data -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fsdd_batch(fsdd_files):
+    return audio_batch(fsdd_files)
+
+
+@pytest.fixture(scope="module")
+def overfit_table():
+    rows: list[tuple] = []
+    yield rows
+    if rows:
+        print("\n\noverfit table (steps until greedy == references; Adam 3e-3, hidden 64)")
+        print(f"{'input':6s} {'cell':5s} {'attention':9s} {'params':>8s} {'steps':>6s} {'seconds':>8s}")
+        for r in rows:
+            print(f"{r[0]:6s} {r[1]:5s} {r[2]:9s} {r[3]:8d} {str(r[4]):>6s} {r[5]:8.1f}")
+
+
+FAST_AUDIO = [("lstm", "none"), ("lstm", "location"), ("gru", "dot"), ("rnn", "additive")]
+FULL_AUDIO = [(c, a) for c in CELLS for a in ATTENTIONS]
+FAST_TEXT = [("lstm", "none"), ("lstm", "location")]
+
+
+def _audio_case(cell, attention, fsdd_batch, overfit_table):
+    x, xl, y, yl, vocab = fsdd_batch
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config(cell, attention, len(vocab)))
+    steps, sec = overfit(m, x, xl, y, yl, max_steps=400, check_every=5)
+    overfit_table.append(("audio", cell, attention, m.num_parameters(), steps, sec))
+    print(f"overfit audio {cell}/{attention}: {steps} steps, {sec:.1f}s, {m.num_parameters()} params")
+    assert steps is not None, f"{cell}/{attention} did not overfit 8 FSDD utterances in 400 steps"
+    hyp = [vocab.decode(t) for t in m.greedy(x, xl).tokens]
+    assert hyp == [vocab.decode(y[i, : yl[i]].tolist()) for i in range(len(yl))]
+
+
+def _text_case(cell, attention, overfit_table):
+    x, xl, y, yl, src_v, tgt_v = text_batch()
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config(cell, attention, len(tgt_v), text_vocab=len(src_v)))
+    steps, sec = overfit(m, x, xl, y, yl, max_steps=400, check_every=5)
+    overfit_table.append(("text", cell, attention, m.num_parameters(), steps, sec))
+    print(f"overfit text {cell}/{attention}: {steps} steps, {sec:.1f}s, {m.num_parameters()} params")
+    assert steps is not None, f"text {cell}/{attention} did not overfit 8 pairs in 400 steps"
+
+
+@pytest.mark.parametrize("cell,attention", FAST_AUDIO)
+def test_overfits_fsdd(cell, attention, fsdd_batch, overfit_table):
+    _audio_case(cell, attention, fsdd_batch, overfit_table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell,attention", [c for c in FULL_AUDIO if c not in FAST_AUDIO])
+def test_overfits_fsdd_full_matrix(cell, attention, fsdd_batch, overfit_table):
+    _audio_case(cell, attention, fsdd_batch, overfit_table)
+
+
+@pytest.mark.parametrize("cell,attention", FAST_TEXT)
+def test_overfits_text_pairs(cell, attention, overfit_table):
+    _text_case(cell, attention, overfit_table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell,attention", [c for c in FULL_AUDIO if c not in FAST_TEXT])
+def test_overfits_text_pairs_full_matrix(cell, attention, overfit_table):
+    _text_case(cell, attention, overfit_table)
+
+
+@pytest.mark.parametrize("attention,tf", [("location", 1.0), ("location", 0.5), ("additive", 0.5)])
+def test_step_loop_does_no_host_syncs(attention, tf):
+    """The per-step training loop never reads a tensor value back to the host (no .item(), no
+    bool(tensor)): the profiler would show aten::_local_scalar_dense / aten::item."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", attention, vocab_size=12, hidden=16))
+    x, xl = torch.randn(2, 30, 40), torch.tensor([30, 18])
+    enc = m.encode(x, xl)
+    tgt_in = torch.randint(3, 12, (2, 9))
+    with profile() as prof:
+        logits, _ = m.decoder(enc, tgt_in, teacher_forcing=tf)
+        logits.sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert not names & {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero"}, names
