@@ -22,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
 
 @dataclass
 class Recipe:
-    corpus: str
+    corpus: str  # one corpus, or several joined with "+" (their manifests are concatenated)
     config: str  # file name in recipe_configs/
     prepare: dict = field(default_factory=dict)
     quick: list[str] = field(default_factory=list)  # --set overrides for --quick
@@ -47,6 +47,8 @@ RECIPES: dict[str, Recipe] = {
                                description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
     "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
                           description="Common Voice from an extracted release"),
+    "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "max_minutes=1", "data.max_dev=40"],
+                      description="the bundled default recognizer: AN4 + FSDD (letters, digits, numbers, command words)"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
                               quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
                               description="Korean -> English translation (Tatoeba)"),
@@ -65,7 +67,6 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
                overrides: list[str] = (), beam: int = 1, seed_experiment: bool = False) -> list[dict]:
     """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
     from .config import load_config
-    from .corpora import prepare_corpus
 
     if name not in RECIPES:
         raise SystemExit(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
@@ -79,7 +80,7 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     # Stage 1: prepare (skipped when the manifests exist).
     if not (splits["train"].exists() and splits["dev"].exists()):
         print(f"[{name}] preparing {r.corpus} from {data_dir} -> {man_dir}", flush=True)
-        prepare_corpus(r.corpus, data_dir, man_dir, **r.prepare)
+        prepare_all(r, data_dir, man_dir, ext)
     else:
         print(f"[{name}] manifests exist in {man_dir}: skipping preparation", flush=True)
 
@@ -89,11 +90,15 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     model_path = out / "model.pt"
     _train_stage(name, cfg, out, model_path)
 
-    # Stage 3: evaluate every split present (dev always; test when the corpus has it).
+    # Stage 3: evaluate every split present (dev always; test when the corpus has it), and each
+    # corpus's own splits when several were joined.
     results = []
-    for split in ("dev", "test"):
-        if splits[split].exists():
-            res = evaluate_split(model_path, splits[split], out / "reports" / split, text=r.text, beam=beam)
+    evals = [(split, splits[split]) for split in ("dev", "test")]
+    if "+" in r.corpus:
+        evals += [(f"{c}/{split}", man_dir / c / f"{split}{ext}") for c in r.corpus.split("+") for split in ("dev", "test")]
+    for split, path in evals:
+        if path.exists():
+            res = evaluate_split(model_path, path, out / "reports" / split.replace("/", "_"), text=r.text, beam=beam)
             results.append({"split": split, **res})
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
     if seed_experiment:
@@ -102,6 +107,26 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     for x in results:
         print(json.dumps(x), flush=True)
     return results
+
+
+def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str) -> None:
+    """Prepare the recipe's corpus (or corpora, concatenated into one set of manifests)."""
+    from .corpora import prepare_corpus
+
+    corpora = r.corpus.split("+")
+    if len(corpora) == 1:
+        prepare_corpus(r.corpus, data_dir, man_dir, **r.prepare)
+        return
+    for split in ("train", "dev", "test"):
+        parts = []
+        for c in corpora:
+            paths = prepare_corpus(c, data_dir, man_dir / c, **r.prepare.get(c, {}))
+            if split in paths and Path(paths[split]).exists():
+                parts.append(Path(paths[split]).read_text(encoding="utf-8"))
+        if parts:
+            tmp = man_dir / f".{split}{ext}.tmp"
+            tmp.write_text("".join(p if p.endswith("\n") else p + "\n" for p in parts), encoding="utf-8")
+            tmp.replace(man_dir / f"{split}{ext}")
 
 
 def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
