@@ -142,6 +142,19 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a speech model to TorchScript or ONNX (two graphs + model.json; see asr_s2s/export.py)."""
+    from .export import export_model
+
+    try:
+        out = export_model(args.model, args.format, args.out, opset=args.opset)
+    except Exception as err:  # unreadable model, text model, missing onnx ...
+        print(f"error: cannot export {args.model}: {err}", file=sys.stderr)
+        return 2
+    print(f"exported: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="asr-s2s", description="Sequence-to-sequence speech recognition and translation.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__import__('asr_s2s').__version__}")
@@ -202,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a speech model to TorchScript or ONNX (+ model.json) for deployment")
+    p.add_argument("model", type=Path)
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.set_defaults(func=_cmd_export)
     return ap
 
 
