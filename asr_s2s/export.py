@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Union
 
@@ -130,7 +131,8 @@ def export_model(model_or_path: Any, fmt: str, out: Union[str, os.PathLike], ops
     enc_g, step_g, enc_out, step_in, step_out = _graph_modules(model)
     ecfg = model.seq2seq.encoder.cfg
     feats = torch.randn(1, 37 * max(1, ecfg.subsample_factor), model.features.n_mels)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python values: batch is 1 by design
         enc_vals = enc_g(feats)
         named = dict(zip(enc_out, enc_vals))
         step_args = tuple(torch.tensor([SOS]) if n == "token" else named[n] for n in step_in)

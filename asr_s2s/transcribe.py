@@ -26,7 +26,7 @@ Voice activity detection (:func:`speech_segments`), on non-overlapping 10 ms fra
    runs shorter than ``min_speech`` (0.1 s) are dropped (clicks);
 4. each run longer than ``max_segment`` is hard-split at its lowest-energy point (100 ms
    smoothing) within the last half of the allowed length, repeatedly;
-5. the model gets each run plus ``pad`` (0.15 s, never past the middle of the neighbouring
+5. the model gets each run plus ``pad`` (0.1 s, never past the middle of the neighbouring
    silence) of context; the reported segment times are the detected speech, without the padding.
 
 Guards against the classic attention-decoder failures:
@@ -76,7 +76,7 @@ class VADConfig:
     min_range_db: float = 10.0
     min_silence: float = 0.3
     min_speech: float = 0.1
-    pad: float = 0.15
+    pad: float = 0.1
     split_smooth: float = 0.1
 
 
