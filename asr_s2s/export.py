@@ -198,7 +198,9 @@ class ExportedModel:
             return lambda feeds: dict(zip(outs, sess.run(outs, {k: v for k, v in feeds.items() if k in present})))
         import torch
 
-        mod = torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.10 deprecates TorchScript
+            mod = torch.jit.load(path, map_location="cpu").eval()
         ins, outs = g["inputs"], g["outputs"]
 
         def run(feeds: dict) -> dict:

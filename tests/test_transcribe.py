@@ -244,7 +244,7 @@ def test_cli_output_dir_srt_and_default_model(model_path, clips, tmp_path):
 @pytest.mark.slow
 def test_rtf_ten_minutes(model, fsdd_dir, tmp_path):
     """Real-time factor on ~10 minutes of concatenated real utterances and silence (long-form path)."""
-    wave, truth, _, _ = long_recording(fsdd_dir, 420, seed=7)
+    wave, truth, _, _ = long_recording(fsdd_dir, 540, seed=7)
     path = tmp_path / "ten_minutes.wav"
     sf.write(str(path), wave, 8000)
     dur = wave.size / 8000
