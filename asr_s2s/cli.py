@@ -88,6 +88,73 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    """Transcribe files, folders and globs; one bad file is reported and skipped (exit code 1)."""
+    from .transcribe import find_audio, iter_transcripts, render_transcript, write_transcript
+
+    found, missing = find_audio(args.paths)
+    for msg in missing:
+        print(f"error: {msg}", file=sys.stderr)
+    if args.output_dir is None and args.format in ("srt", "vtt", "tsv") and len(found) > 1:
+        print(f"error: --format {args.format} for several inputs needs --output-dir", file=sys.stderr)
+        return 2
+    if not found:
+        return 1
+    from .model import default_model_path, load_model
+
+    if args.model is None and not default_model_path().exists():
+        print(f"error: no bundled default model ({default_model_path()} is missing); pass --model PATH "
+              "(e.g. exp/fsdd/model.pt from `asr-s2s recipe fsdd`)", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.model, device=args.device)
+    except Exception as err:  # CheckpointError, FileNotFoundError, a CUDA error ...
+        print(f"error: cannot load model {args.model or default_model_path()}: {err}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    names: dict[str, int] = {}
+    failed = len(missing)
+    bar = tqdm(total=len(found), unit="file", file=sys.stderr, disable=True if len(found) < 2 else None)
+    for idx, res in iter_transcripts(model, [f.path for f in found], beam=args.beam, batch_size=args.batch_size,
+                                     long_form=not args.no_long_form, errors="skip"):
+        bar.update(1)
+        item = found[idx]
+        if isinstance(res, Exception):
+            failed += 1
+            bar.write(f"error: {res}", file=sys.stderr)
+            continue
+        res.path = str(item.path)
+        if args.output_dir is not None:
+            name = item.name
+            names[name] = names.get(name, 0) + 1
+            if names[name] > 1:
+                name = f"{name}-{names[name]}"
+            write_transcript(res, args.format, args.output_dir / f"{name}.{args.format}")
+        elif args.format == "txt" and len(found) > 1:
+            print(f"{item.path}\t{res.text}", flush=True)
+        else:
+            sys.stdout.write(render_transcript(res, args.format))
+            sys.stdout.flush()
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(found) + len(missing)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a speech model to TorchScript or ONNX (two graphs + model.json; see asr_s2s/export.py)."""
+    from .export import export_model
+
+    try:
+        out = export_model(args.model, args.format, args.out, opset=args.opset)
+    except Exception as err:  # unreadable model, text model, missing onnx ...
+        print(f"error: cannot export {args.model}: {err}", file=sys.stderr)
+        return 2
+    print(f"exported: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="asr-s2s", description="Sequence-to-sequence speech recognition and translation.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__import__('asr_s2s').__version__}")
@@ -135,6 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*")
     p.add_argument("--beam", type=int, default=1)
     p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders (recursive) or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", type=Path, help="model file (default: the bundled asr_s2s/assets/default.pt)")
+    p.add_argument("--format", choices=("txt", "json", "tsv", "srt", "vtt"), default="txt",
+                   help="txt (stdout: PATH<TAB>TEXT lines for several inputs), json (stdout: one object per line), "
+                        "tsv, srt, vtt")
+    p.add_argument("--output-dir", type=Path, help="write <name>.<format> files here instead of stdout")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a speech model to TorchScript or ONNX (+ model.json) for deployment")
+    p.add_argument("model", type=Path)
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.set_defaults(func=_cmd_export)
     return ap
 
 
