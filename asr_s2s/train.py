@@ -253,7 +253,7 @@ class Trainer:
         model.train()
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-        t_last, audio_last, loss_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0
+        t_last, audio_last, loss_acc, n_acc = time.perf_counter(), s["audio_seconds"], 0.0, 0
         for batch in loader:
             t0 = time.perf_counter()
             loss = self.train_step(model, batch)
