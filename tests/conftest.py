@@ -37,3 +37,13 @@ def fsdd_files(fsdd_dir: Path) -> list[Path]:
     files = sorted(fsdd_dir.glob("*.wav"))
     picked = [f for f in files if f.stem.split("_")[1] in ("jackson", "theo") and int(f.stem.split("_")[2]) < 2]
     return picked
+
+
+@pytest.fixture(scope="session")
+def model_path(fsdd_dir: Path, request, tmp_path_factory) -> Path:
+    """A small FSDD model trained once (kept in pytest's cache between runs when the cache is on)."""
+    from small_model import small_fsdd_model
+
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("asr_s2s_small_model")) if cache is not None else tmp_path_factory.mktemp("small_model")
+    return small_fsdd_model(data_root(), folder)

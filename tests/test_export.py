@@ -11,15 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import data_root
-from small_model import long_recording, small_fsdd_model
+from small_model import long_recording
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="session")
-def model_path(fsdd_dir, request) -> Path:
-    return small_fsdd_model(data_root(), Path(request.config.cache.mkdir("asr_s2s_small_model")))
 
 
 @pytest.fixture(scope="session")

@@ -22,16 +22,11 @@ import soundfile as sf
 from asr_s2s.transcribe import (VADConfig, _Source, find_audio, format_timestamp, iter_segments, model_max_segment,
                                 render_transcript, speech_segments, truncate_repetitions, write_transcript)
 
-from conftest import data_root
-from small_model import long_recording, small_fsdd_model
+from small_model import long_recording
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
-
-@pytest.fixture(scope="session")
-def model_path(fsdd_dir, request) -> Path:
-    return small_fsdd_model(data_root(), Path(request.config.cache.mkdir("asr_s2s_small_model")))
 
 
 @pytest.fixture(scope="session")
