@@ -27,6 +27,7 @@ class DataConfig:
     vocab_size: int = 256  # sentencepiece only
     src_tokenizer: str = "unigram"  # translation source side
     src_vocab_size: int = 4000
+    character_coverage: float = 1.0  # sentencepiece; ~0.9995 for scripts with thousands of characters
     lowercase: bool = True
     strip_punctuation: bool = False
     max_frames: int = 20000  # padded feature frames (audio) or tokens (text) per batch

@@ -63,6 +63,8 @@ class ASRModel(nn.Module):
             self.logmel = LogMel(self.features)
             self.cmvn = GlobalCMVN(self.features.n_mels) if cmvn == "global" else UtteranceCMVN() if cmvn == "utterance" else None
             self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
+        else:
+            self.logmel = self.cmvn = self.spec_augment = None
         self.seq2seq = Seq2Seq(cfg)
 
     # ---- feature side -------------------------------------------------------------------------

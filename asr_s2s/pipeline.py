@@ -40,12 +40,14 @@ class TrainData:
         return self.sampler.batches(epoch)
 
 
-def _build_tokenizer(kind: str, texts: list[str], vocab_size: int, lowercase: bool, strip_punctuation: bool):
+def _build_tokenizer(kind: str, texts: list[str], vocab_size: int, lowercase: bool, strip_punctuation: bool,
+                     character_coverage: float = 1.0):
     norm = {"lowercase": lowercase, "strip_punctuation": strip_punctuation}
     if kind == "char":
         return CharTokenizer.build(texts, **norm)
     if kind in ("bpe", "unigram"):
-        return SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=kind, **norm)
+        return SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=kind,
+                                            character_coverage=character_coverage, **norm)
     raise ValueError(f"data.tokenizer must be char, bpe or unigram, got {kind!r}")
 
 
@@ -151,8 +153,10 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
     if report.skipped:
         _say(rank, f"train pairs: skipped {report.skipped} lines\n{report.summary()}")
     toks = _shared_tokenizers(out, lambda: {
-        "src_tokenizer": _build_tokenizer(d.src_tokenizer, [s for s, _ in pairs], d.src_vocab_size, d.lowercase, d.strip_punctuation),
-        "tokenizer": _build_tokenizer(d.tokenizer, [t for _, t in pairs], d.vocab_size, d.lowercase, d.strip_punctuation),
+        "src_tokenizer": _build_tokenizer(d.src_tokenizer, [s for s, _ in pairs], d.src_vocab_size, d.lowercase, d.strip_punctuation,
+                                          d.character_coverage),
+        "tokenizer": _build_tokenizer(d.tokenizer, [t for _, t in pairs], d.vocab_size, d.lowercase, d.strip_punctuation,
+                                      d.character_coverage),
     }, rank, world)
     src_tok, tok = toks["src_tokenizer"], toks["tokenizer"]
     dev_pairs = []

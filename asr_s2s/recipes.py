@@ -50,7 +50,7 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "max_minutes=1", "data.max_dev=40"],
                       description="the bundled default recognizer: AN4 + FSDD (letters, digits, numbers, command words)"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
-                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
+                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
     "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True,
                               quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],

@@ -1,0 +1,66 @@
+"""Recipes end to end (``--quick``): the contract scripts rely on — EXPDIR/model.pt, the prepared
+manifests, one JSON line per evaluated split with the evaluate --json fields plus "split" — and
+that a second run skips the finished stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import data_root
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def recipe(name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asr_s2s.cli", "recipe", name, "--quick", "--out", str(out),
+                           "--data-dir", str(data_root()), *extra], capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_fsdd_quick(tmp_path: Path, fsdd_dir: Path) -> None:
+    out = tmp_path / "fsdd"
+    r = recipe("fsdd", out, "--set", "max_minutes=0.3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "model.pt").exists()
+    for split in ("train", "dev", "test"):
+        assert (out / "data" / f"{split}.jsonl").exists()
+    lines = json_lines(r.stdout)
+    assert [x["split"] for x in lines] == ["dev", "test"]
+    for x in lines:
+        for key in ("wer", "cer", "num_utterances", "substitutions", "deletions", "insertions", "rtf"):
+            assert key in x
+    assert lines[1]["num_utterances"] == 300  # the official test split: recordings 0-4 of every speaker
+    # Re-running skips preparation and training and prints the same numbers.
+    again = recipe("fsdd", out, "--set", "max_minutes=0.3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipping preparation" in again.stdout and "skipping training" in again.stdout
+    assert json_lines(again.stdout) == [{**x, "rtf": y["rtf"], "wall_seconds": y["wall_seconds"]}
+                                        for x, y in zip(lines, json_lines(again.stdout))]
+
+
+def test_translation_quick(tmp_path: Path) -> None:
+    if not (data_root() / "tatoeba_kor_eng" / "kor.txt").exists():
+        pytest.skip("tatoeba_kor_eng not found (set ASR_S2S_DATA)")
+    out = tmp_path / "koen"
+    r = recipe("tatoeba_kor_eng", out, "--set", "max_minutes=0.2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = json_lines(r.stdout)
+    assert [x["split"] for x in lines] == ["dev", "test"]
+    assert all(0.0 <= x["bleu"] <= 100.0 and 0.0 <= x["chrf"] <= 100.0 and x["num_sentences"] > 100 for x in lines)
+    t = subprocess.run([sys.executable, "-m", "asr_s2s.cli", "translate", str(out / "model.pt"), "안녕.", "고마워요."],
+                       capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO)
+    assert t.returncode == 0, t.stderr[-2000:]
+    assert len(t.stdout.splitlines()) == 2
+    stdin = subprocess.run([sys.executable, "-m", "asr_s2s.cli", "translate", str(out / "model.pt")], input="안녕.\n",
+                           capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO)
+    assert stdin.returncode == 0 and len(stdin.stdout.splitlines()) == 1
