@@ -247,8 +247,12 @@ class Trainer:
 
         cfg, s = self.cfg, self.state
         batches = self.epoch_batches(epoch)[s["batch_in_epoch"] :]
+        # A DataLoader iterator draws its workers' base seed from `generator`, by default the global torch
+        # RNG: a resume in mid-epoch would make one extra draw and shift every later dropout/SpecAugment
+        # mask. A generator of its own (seed, epoch) keeps the global stream exactly as in an unbroken run.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loader = DataLoader(self.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
-                            collate_fn=self.data.collate, persistent_workers=False)
+                            collate_fn=self.data.collate, persistent_workers=False, generator=gen)
         model = self.ddp or self.model
         model.train()
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
