@@ -71,7 +71,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global that is not a tensor/plain type: never execute it.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's first line suggests retrying with weights_only=False; name the refused global instead.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"{path}: refused to load: the file carries pickled code or objects that are not plain "
             f"tensors/containers (loaded with weights_only=True; an untrusted or foreign file?): {first}") from e
