@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .model import ASRModel
 
@@ -131,7 +131,9 @@ class Trainer:
 
         cfg = self.cfg
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            # Writable at all? Checked before tokenizer building and feature caching write into EXPDIR
+            # (the space check, which needs the model size, follows once the model exists).
+            preflight(self.out, 0)
         last = self.ckpt_dir / "last.pt"
         if last.exists() and not self.resume:
             raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
@@ -171,7 +173,10 @@ class Trainer:
         })
 
     def _load_state(self, path: Path) -> None:
-        ck = load_checkpoint(path)
+        try:
+            ck = load_checkpoint(path)
+        except CheckpointError as exc:  # corrupt, foreign or code-carrying file: a clear refusal, no traceback
+            raise TrainingError(f"cannot resume: {exc}") from None
         if ck.get("format") != TRAIN_FORMAT:
             raise TrainingError(f"{path}: not a training checkpoint")
         self.model.seq2seq.load_state_dict(ck["model"]["model"])
