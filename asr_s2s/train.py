@@ -137,6 +137,10 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if last.exists() and not self.resume:
             raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+        if self.resume and self.is_main and self.ckpt_dir.is_dir():
+            # Temp files of checkpoint writes cut short by a kill or power cut (save_checkpoint's mkstemp names).
+            for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         seed_everything(cfg.seed)
         self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
         model = ASRModel(self.data.model_cfg, self.data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
