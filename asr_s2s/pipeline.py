@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -34,6 +34,7 @@ class TrainData:
     cmvn_stats: Optional[tuple[torch.Tensor, torch.Tensor]]
     spec_augment: Optional[dict]
     max_duration: float
+    manifest_skipped: dict = field(default_factory=dict)  # cause (or filtered_too_long...) -> entries dropped
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Every global batch of ``epoch`` (deterministic in the seed and the epoch)."""
@@ -129,7 +130,8 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
                 "dev_rtf": r.rtf}
 
     return TrainData(model_cfg, tok, None, train_set, collate, sampler, evaluate_dev, cmvn_stats, spec,
-                     max(e.duration for e in train_entries))
+                     max(e.duration for e in train_entries),
+                     {**report.counts, **{f"filtered_{k}": v for k, v in report.filtered.items()}})
 
 
 def _skip_bad(feats):
@@ -179,4 +181,4 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
         r = evaluate_pairs(model, dev_pairs, beam=beam)
         return {"metric": "bleu", "higher_is_better": True, "bleu": r["bleu"], "chrf": r["chrf"]}
 
-    return TrainData(model_cfg, tok, src_tok, train_set, collate, sampler, evaluate_dev, None, None, 0.0)
+    return TrainData(model_cfg, tok, src_tok, train_set, collate, sampler, evaluate_dev, None, None, 0.0, dict(report.counts))

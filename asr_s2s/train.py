@@ -162,10 +162,14 @@ class Trainer:
         self.opt = opt_cls(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_epoch": -1,
-                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0,
+                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0, "skipped_utterances": 0,
                                       "train_seconds": 0.0, "audio_seconds": 0.0, "done": False}
         if self.resume and last.exists():
             self._load_state(last)
+        # What the manifest reader dropped (per cause), recomputed on every start: part of the run's report.
+        self.state["manifest_skipped"] = dict(self.data.manifest_skipped)
+        if self.data.manifest_skipped:
+            self._log({"event": "manifest_skipped", **self.data.manifest_skipped})
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -249,6 +253,9 @@ class Trainer:
             self.end_epoch()
         s["done"] = True
         self._save_state()
+        if self.is_main and not self.quiet and (s["skipped_utterances"] or s["skipped_nonfinite"] or s["manifest_skipped"]):
+            print(f"skipped: {s['skipped_utterances']} unreadable utterance loads, {s['skipped_nonfinite']} non-finite "
+                  f"steps, manifest entries {s['manifest_skipped']} (details in {self.out / 'metrics.jsonl'})", flush=True)
         return self.finish()
 
     def train_epoch(self, epoch: int) -> None:
@@ -267,12 +274,18 @@ class Trainer:
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
         t_last, audio_last, loss_acc, n_acc = time.perf_counter(), 0.0, 0.0, 0
-        for batch in loader:
+        for indices, batch in zip(batches, loader):
             t0 = time.perf_counter()
-            loss = self.train_step(model, batch)
+            self._count_skipped(epoch, indices, batch)
+            empty = batch is None  # every utterance of the batch unreadable (on_error="skip")
+            if self.world > 1:  # all ranks skip together, or DDP would wait for the missing one forever
+                flag = torch.tensor([float(empty)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                empty = bool(flag.item())
+            loss = None if empty else self.train_step(model, batch)
             dt = time.perf_counter() - t0
             s["train_seconds"] += dt
-            s["audio_seconds"] += float(batch.get("duration", 0.0))
+            s["audio_seconds"] += float(batch.get("duration", 0.0)) if batch is not None else 0.0
             s["batch_in_epoch"] += 1
             if loss is not None:
                 loss_acc, n_acc = loss_acc + loss, n_acc + 1
@@ -291,6 +304,17 @@ class Trainer:
                 s["done"] = True
                 break
         bar.close()
+
+    def _count_skipped(self, epoch: int, indices: list[int], batch: Optional[dict]) -> None:
+        """Count (state["skipped_utterances"]) and log the utterances the dataset could not load."""
+        n = len(indices) if batch is None else int(batch.get("num_skipped", 0))
+        if not n:
+            return
+        self.state["skipped_utterances"] += n
+        entries = getattr(self.data.train_set, "entries", None)
+        kept = set(batch["ids"]) if batch is not None else set()
+        ids = [entries[j].id for j in indices if entries[j].id not in kept] if entries is not None else []
+        self._log({"event": "skipped_audio", "step": self.state["step"], "epoch": epoch, "count": n, "ids": ids[:64]})
 
     def train_step(self, model, batch: dict) -> Optional[float]:
         cfg, s = self.cfg, self.state
