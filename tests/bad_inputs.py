@@ -250,6 +250,7 @@ def run_dataset_skip(case: AudioCase, d: Path) -> Result:
     cap = _Capture()
     logger = logging.getLogger("asr_s2s.data")
     logger.addHandler(cap)
+    level, logger.level = logger.level, logging.NOTSET  # whatever the caller configured, see the warning
     try:
         item = ds[0]
         batch = collate_audio([item])
@@ -258,6 +259,7 @@ def run_dataset_skip(case: AudioCase, d: Path) -> Result:
                       f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}")
     finally:
         logger.removeHandler(cap)
+        logger.setLevel(level)
     if item is None:
         said = [m for m in cap.messages if str(path) in m and (not case.cause or re.search(case.cause, m, re.IGNORECASE))]
         if batch is not None or not said:
