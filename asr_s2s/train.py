@@ -137,6 +137,12 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if last.exists() and not self.resume:
             raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+        metrics = self.out / "metrics.jsonl"
+        if self.is_main and metrics.is_file() and metrics.stat().st_size:
+            with open(metrics, "rb+") as f:  # a record torn by a kill: start the next one on a line of its own
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
         if self.resume and self.is_main and self.ckpt_dir.is_dir():
             # Temp files of checkpoint writes cut short by a kill or power cut (save_checkpoint's mkstemp names).
             for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
@@ -448,7 +454,14 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        recs = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:  # a line torn by a kill or power cut is not worth dying over at the end of an epoch
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                recs.append(rec)
         steps = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
         devs = [r for r in recs if r.get("event") == "epoch"]
         fig, ax = plt.subplots(figsize=(7, 4))
