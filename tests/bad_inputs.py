@@ -303,6 +303,11 @@ MANIFEST_CASES = [
                  lambda d, good: _line([str(good), 1.0, "one"])),
     ManifestCase("manifest_whole_file_not_json", "invalid_json",
                  lambda d, good: b"<html><body>404 Not Found</body></html>\n<p>nope</p>", whole_file=True),
+    ManifestCase("manifest_deeply_nested_json", "invalid_json", lambda d, good: b"[" * 100_000),
+    ManifestCase("manifest_huge_integer", "invalid_json",
+                 lambda d, good: b'{"audio_filepath": "a.wav", "duration": 1' + b"0" * 5000 + b', "text": "one"}'),
+    ManifestCase("manifest_duration_beyond_float", "bad_duration",
+                 lambda d, good: b'{"audio_filepath": "a.wav", "duration": 1' + b"0" * 400 + b', "text": "one", "id": "x"}'),
     ManifestCase("manifest_bad_duration", "bad_duration",
                  lambda d, good: _line({"audio_filepath": str(good), "duration": "NaN", "text": "one", "id": "n"})),
 ]
