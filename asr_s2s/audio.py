@@ -68,6 +68,8 @@ def load_audio(
         else:
             data = source
         data, rate, name = _to_float(np.asarray(data)), int(orig_sample_rate), "<array>"
+        if data.ndim not in (1, 2):
+            raise AudioError(name, f"expected (samples,) or (samples, channels), got shape {data.shape}")
         if offset or duration is not None:
             start = int(round(offset * rate))
             stop = None if duration is None else start + int(round(duration * rate))
@@ -90,6 +92,8 @@ def load_audio(
         raise AudioError(name, f"invalid sample rate {rate}")
     if rate != sample_rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ")
+        if data.size == 0:  # e.g. 1 sample at 16001 Hz -> 8000 Hz
+            raise AudioError(name, f"too short: no samples left after resampling {rate} -> {sample_rate} Hz")
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
