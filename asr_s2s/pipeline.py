@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import AudioDataset, LengthBucketSampler, TextPairDataset, collate_audio, collate_text
 from .features import GlobalCMVN
@@ -61,7 +62,7 @@ def _shared_tokenizers(out: Path, build: Callable[[], dict], rank: int, world: i
         tmp.replace(path)
     if world > 1:
         dist.barrier()
-    states = torch.load(path, map_location="cpu", weights_only=True)
+    states = load_checkpoint(path)  # weights_only: a tampered EXPDIR/tokenizer.pt is refused, never run
     return {k: (tokenizer_from_state_dict(v) if v is not None else None) for k, v in states.items()}
 
 

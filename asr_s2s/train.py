@@ -148,7 +148,10 @@ class Trainer:
             for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
                 stale.unlink(missing_ok=True)
         seed_everything(cfg.seed)
-        self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
+        try:
+            self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
+        except CheckpointError as exc:  # EXPDIR/tokenizer.pt corrupt or carrying code
+            raise TrainingError(f"cannot use {self.out}: {exc}") from None
         model = ASRModel(self.data.model_cfg, self.data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
                          cmvn=cfg.data.cmvn, spec_augment=self.data.spec_augment, src_tokenizer=self.data.src_tokenizer)
         if self.data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
