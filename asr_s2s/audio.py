@@ -71,8 +71,8 @@ def load_audio(
         if data.ndim not in (1, 2):
             raise AudioError(name, f"expected (samples,) or (samples, channels), got shape {data.shape}")
         if offset or duration is not None:
-            start = int(round(offset * rate))
-            stop = None if duration is None else start + int(round(duration * rate))
+            start = _frames(offset, rate)
+            stop = None if duration is None else start + _frames(duration, rate)
             data = data[start:stop]
     else:
         name = _check_path(source)
@@ -94,7 +94,14 @@ def load_audio(
         data = soxr.resample(data, rate, sample_rate, quality="HQ")
         if data.size == 0:  # e.g. 1 sample at 16001 Hz -> 8000 Hz
             raise AudioError(name, f"too short: no samples left after resampling {rate} -> {sample_rate} Hz")
+    if not np.isfinite(data).all():  # finite but near float32's limit (corrupt float data) overflows on the way
+        raise AudioError(name, "non-finite samples after mixing/resampling (absurd amplitudes: corrupt float data?)")
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def _frames(seconds: float, rate: int) -> int:
+    """Seconds -> frame count, saturating instead of overflowing for absurd values."""
+    return int(round(min(seconds * rate, 2.0**62)))
 
 
 def _check_span(name: object, offset: float, duration: float | None) -> None:
@@ -150,10 +157,10 @@ def _read_file(path: Path, offset: float, duration: float | None) -> tuple[np.nd
     try:
         with sf.SoundFile(str(path)) as f:
             rate, declared = f.samplerate, f.frames
-            start = int(round(offset * rate))
+            start = _frames(offset, rate)
             if start > declared:
                 raise AudioError(path, f"offset {offset:.3f}s is past the end ({declared / rate:.3f}s)")
-            want = declared - start if duration is None else min(int(round(duration * rate)), declared - start)
+            want = declared - start if duration is None else min(_frames(duration, rate), declared - start)
             if start:
                 f.seek(start)
             data = f.read(frames=want, dtype="float32", always_2d=True)
