@@ -7,6 +7,7 @@ training run over a messy corpus can report (or skip and count) exactly what is 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Union
@@ -55,18 +56,29 @@ def load_audio(
         sample_rate: target rate; resampled with soxr's high-quality filter when it differs.
         offset, duration: seconds; read only that part of a file (segments in Kaldi/NeMo manifests).
     """
-    if isinstance(source, (np.ndarray, torch.Tensor)):
+    in_memory = isinstance(source, (np.ndarray, torch.Tensor))
+    _check_span("<array>" if in_memory else source, offset, duration)
+    if in_memory:
         if orig_sample_rate is None:
             raise AudioError("<array>", "orig_sample_rate is required for in-memory audio")
-        data = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        if isinstance(source, torch.Tensor):
+            t = source.detach().cpu()
+            # numpy has no bfloat16 (and no complex32...): widen reduced-precision floats first.
+            data = (t.float() if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64) else t).numpy()
+        else:
+            data = source
         data, rate, name = _to_float(np.asarray(data)), int(orig_sample_rate), "<array>"
+        if data.ndim not in (1, 2):
+            raise AudioError(name, f"expected (samples,) or (samples, channels), got shape {data.shape}")
         if offset or duration is not None:
-            start = int(round(offset * rate))
-            stop = None if duration is None else start + int(round(duration * rate))
+            start = _frames(offset, rate)
+            stop = None if duration is None else start + _frames(duration, rate)
             data = data[start:stop]
     else:
         name = _check_path(source)
         data, rate = _read_file(name, offset, duration)
+    if data.ndim == 2 and data.shape[1] == 0:
+        raise AudioError(name, f"zero channels (shape {data.shape})")
     if data.ndim == 2:
         # Mix down: average channels (axis 1 in soundfile's (frames, channels) layout).
         data = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
@@ -80,7 +92,29 @@ def load_audio(
         raise AudioError(name, f"invalid sample rate {rate}")
     if rate != sample_rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ")
+        if data.size == 0:  # e.g. 1 sample at 16001 Hz -> 8000 Hz
+            raise AudioError(name, f"too short: no samples left after resampling {rate} -> {sample_rate} Hz")
+    if not np.isfinite(data).all():  # finite but near float32's limit (corrupt float data) overflows on the way
+        raise AudioError(name, "non-finite samples after mixing/resampling (absurd amplitudes: corrupt float data?)")
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def _frames(seconds: float, rate: int) -> int:
+    """Seconds -> frame count, saturating instead of overflowing for absurd values."""
+    return int(round(min(seconds * rate, 2.0**62)))
+
+
+def _check_span(name: object, offset: float, duration: float | None) -> None:
+    """offset >= 0 and duration > 0, both finite: a negative one would silently read the wrong samples."""
+    try:
+        off_ok = math.isfinite(offset) and offset >= 0
+        dur_ok = duration is None or (math.isfinite(duration) and duration > 0)
+    except TypeError:
+        off_ok = dur_ok = False
+    if not off_ok:
+        raise AudioError(name, f"invalid offset {offset!r} (seconds, finite, >= 0)")
+    if not dur_ok:
+        raise AudioError(name, f"invalid duration {duration!r} (seconds, finite, > 0, or None for the rest)")
 
 
 def _check_path(path: Union[str, os.PathLike]) -> Path:
@@ -123,10 +157,10 @@ def _read_file(path: Path, offset: float, duration: float | None) -> tuple[np.nd
     try:
         with sf.SoundFile(str(path)) as f:
             rate, declared = f.samplerate, f.frames
-            start = int(round(offset * rate))
+            start = _frames(offset, rate)
             if start > declared:
                 raise AudioError(path, f"offset {offset:.3f}s is past the end ({declared / rate:.3f}s)")
-            want = declared - start if duration is None else min(int(round(duration * rate)), declared - start)
+            want = declared - start if duration is None else min(_frames(duration, rate), declared - start)
             if start:
                 f.seek(start)
             data = f.read(frames=want, dtype="float32", always_2d=True)

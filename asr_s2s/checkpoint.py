@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 FORMAT = "asr-s2s/1"
+# Model files ("asr-s2s/N") and the trainer's resumable state ("asr-s2s-train/N", train.TRAIN_FORMAT).
+FORMAT_FAMILIES = ("asr-s2s", "asr-s2s-train")
 
 
 class CheckpointError(Exception):
@@ -85,7 +87,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict payload, got {type(payload).__name__}")
     fmt = payload.get("format")
-    if fmt is not None and not (isinstance(fmt, str) and fmt.split("/")[0] == FORMAT.split("/")[0]):
+    if fmt is not None and not (isinstance(fmt, str) and fmt.split("/")[0] in FORMAT_FAMILIES):
         raise CheckpointError(f"{path}: unsupported checkpoint format {fmt!r} (expected {FORMAT!r})")
     return payload
 

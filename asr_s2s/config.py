@@ -150,7 +150,10 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = parse_value(value)
+        try:
+            node[parts[-1]] = parse_value(value)
+        except yaml.YAMLError as e:  # includes python/* tags, which safe_load refuses to construct
+            raise ValueError(f"override {item!r}: not a plain YAML value ({_first_line(e)})") from None
     return d
 
 
@@ -158,13 +161,23 @@ def load_config(path: Optional[Path], overrides: list[str] = ()) -> TrainConfig:
     """YAML file (or defaults when ``path`` is None) + overrides -> validated TrainConfig."""
     d: dict[str, Any] = {}
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read config ({e.strerror or e})") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:  # python/* tags are refused by safe_load, never run
+            raise ValueError(f"{path}: not a valid YAML config: {_first_line(e)}") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a config must be a mapping")
     base = TrainConfig().to_dict()
     merged = _merge(base, d)
     return TrainConfig.from_dict(apply_overrides(merged, list(overrides)))
+
+
+def _first_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] or type(e).__name__
 
 
 def _merge(base: dict, new: dict) -> dict:

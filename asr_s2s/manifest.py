@@ -151,7 +151,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a JSON integer beyond float range
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         try:
             return float(value)
@@ -221,6 +224,9 @@ def read_manifest(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             bad(n, "", INVALID_JSON, e.msg + f" at column {e.colno}")
+            continue
+        except (RecursionError, ValueError) as e:  # nesting too deep; an integer of more than 4300 digits
+            bad(n, "", INVALID_JSON, f"{type(e).__name__}: {str(e)[:80]}")
             continue
         if not isinstance(obj, dict):
             bad(n, "", INVALID_JSON, f"expected an object, got {type(obj).__name__}")

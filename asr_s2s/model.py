@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
 from .seq2seq import ModelConfig, Seq2Seq
 from .text import tokenizer_from_state_dict
@@ -193,7 +193,14 @@ def load_model(path: Union[str, os.PathLike, None] = None, device: str | torch.d
     if path is None or str(path) == "default":
         path = default_model_path()
     payload = load_checkpoint(path)
-    return ASRModel.from_payload(payload, str(path)).to(device)
+    try:
+        model = ASRModel.from_payload(payload, str(path))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        # A file of plain types that is not (or no longer) a valid model: missing keys, wrong shapes...
+        raise CheckpointError(f"{path}: not a valid asr-s2s model file ({type(e).__name__}: {str(e)[:300]})") from e
+    return model.to(device)
 
 
 __all__ = ["ASRModel", "Transcript", "Segment", "load_model", "default_model_path"]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
 
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import AudioDataset, LengthBucketSampler, TextPairDataset, collate_audio, collate_text
 from .features import GlobalCMVN
@@ -34,6 +35,7 @@ class TrainData:
     cmvn_stats: Optional[tuple[torch.Tensor, torch.Tensor]]
     spec_augment: Optional[dict]
     max_duration: float
+    manifest_skipped: dict = field(default_factory=dict)  # cause (or filtered_too_long...) -> entries dropped
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Every global batch of ``epoch`` (deterministic in the seed and the epoch)."""
@@ -62,7 +64,7 @@ def _shared_tokenizers(out: Path, build: Callable[[], dict], rank: int, world: i
         tmp.replace(path)
     if world > 1:
         dist.barrier()
-    states = torch.load(path, map_location="cpu", weights_only=True)
+    states = load_checkpoint(path)  # weights_only: a tampered EXPDIR/tokenizer.pt is refused, never run
     return {k: (tokenizer_from_state_dict(v) if v is not None else None) for k, v in states.items()}
 
 
@@ -131,7 +133,8 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
                 "dev_rtf": r.rtf}
 
     return TrainData(model_cfg, tok, None, train_set, collate, sampler, evaluate_dev, cmvn_stats, spec,
-                     max(e.duration for e in train_entries))
+                     max(e.duration for e in train_entries),
+                     {**report.counts, **{f"filtered_{k}": v for k, v in report.filtered.items()}})
 
 
 def _skip_bad(feats):
@@ -183,4 +186,4 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
         r = evaluate_pairs(model, dev_pairs, beam=beam)
         return {"metric": "bleu", "higher_is_better": True, "bleu": r["bleu"], "chrf": r["chrf"]}
 
-    return TrainData(model_cfg, tok, src_tok, train_set, collate, sampler, evaluate_dev, None, None, 0.0)
+    return TrainData(model_cfg, tok, src_tok, train_set, collate, sampler, evaluate_dev, None, None, 0.0, dict(report.counts))

@@ -34,11 +34,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .model import ASRModel
 
-TRAIN_FORMAT = "asr-s2s/train-1"  # same family as model files (checkpoint.py checks the prefix)
+TRAIN_FORMAT = "asr-s2s-train/1"  # checkpoint.FORMAT_FAMILIES accepts it
 
 
 class TrainingError(Exception):
@@ -131,12 +131,27 @@ class Trainer:
 
         cfg = self.cfg
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            # Writable at all? Checked before tokenizer building and feature caching write into EXPDIR
+            # (the space check, which needs the model size, follows once the model exists).
+            preflight(self.out, 0)
         last = self.ckpt_dir / "last.pt"
         if last.exists() and not self.resume:
             raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+        metrics = self.out / "metrics.jsonl"
+        if self.is_main and metrics.is_file() and metrics.stat().st_size:
+            with open(metrics, "rb+") as f:  # a record torn by a kill: start the next one on a line of its own
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        if self.resume and self.is_main and self.ckpt_dir.is_dir():
+            # Temp files of checkpoint writes cut short by a kill or power cut (save_checkpoint's mkstemp names).
+            for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         seed_everything(cfg.seed)
-        self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
+        try:
+            self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
+        except CheckpointError as exc:  # EXPDIR/tokenizer.pt corrupt or carrying code
+            raise TrainingError(f"cannot use {self.out}: {exc}") from None
         model = ASRModel(self.data.model_cfg, self.data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
                          cmvn=cfg.data.cmvn, spec_augment=self.data.spec_augment, src_tokenizer=self.data.src_tokenizer)
         if self.data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
@@ -156,10 +171,14 @@ class Trainer:
         self.opt = opt_cls(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_epoch": -1,
-                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0,
+                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0, "skipped_utterances": 0,
                                       "train_seconds": 0.0, "audio_seconds": 0.0, "done": False}
         if self.resume and last.exists():
             self._load_state(last)
+        # What the manifest reader dropped (per cause), recomputed on every start: part of the run's report.
+        self.state["manifest_skipped"] = dict(self.data.manifest_skipped)
+        if self.data.manifest_skipped:
+            self._log({"event": "manifest_skipped", **self.data.manifest_skipped})
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -171,7 +190,10 @@ class Trainer:
         })
 
     def _load_state(self, path: Path) -> None:
-        ck = load_checkpoint(path)
+        try:
+            ck = load_checkpoint(path)
+        except CheckpointError as exc:  # corrupt, foreign or code-carrying file: a clear refusal, no traceback
+            raise TrainingError(f"cannot resume: {exc}") from None
         if ck.get("format") != TRAIN_FORMAT:
             raise TrainingError(f"{path}: not a training checkpoint")
         self.model.seq2seq.load_state_dict(ck["model"]["model"])
@@ -240,6 +262,9 @@ class Trainer:
             self.end_epoch()
         s["done"] = True
         self._save_state()
+        if self.is_main and not self.quiet and (s["skipped_utterances"] or s["skipped_nonfinite"] or s["manifest_skipped"]):
+            print(f"skipped: {s['skipped_utterances']} unreadable utterance loads, {s['skipped_nonfinite']} non-finite "
+                  f"steps, manifest entries {s['manifest_skipped']} (details in {self.out / 'metrics.jsonl'})", flush=True)
         return self.finish()
 
     def train_epoch(self, epoch: int) -> None:
@@ -247,19 +272,29 @@ class Trainer:
 
         cfg, s = self.cfg, self.state
         batches = self.epoch_batches(epoch)[s["batch_in_epoch"] :]
+        # A DataLoader iterator draws its workers' base seed from `generator`, by default the global torch
+        # RNG: a resume in mid-epoch would make one extra draw and shift every later dropout/SpecAugment
+        # mask. A generator of its own (seed, epoch) keeps the global stream exactly as in an unbroken run.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loader = DataLoader(self.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
-                            collate_fn=self.data.collate, persistent_workers=False)
+                            collate_fn=self.data.collate, persistent_workers=False, generator=gen)
         model = self.ddp or self.model
         model.train()
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
         t_last, audio_last, loss_acc, n_acc = time.perf_counter(), s["audio_seconds"], 0.0, 0
-        for batch in loader:
+        for indices, batch in zip(batches, loader):
             t0 = time.perf_counter()
-            loss = self.train_step(model, batch)
+            self._count_skipped(epoch, indices, batch)
+            empty = batch is None  # every utterance of the batch unreadable (on_error="skip")
+            if self.world > 1:  # all ranks skip together, or DDP would wait for the missing one forever
+                flag = torch.tensor([float(empty)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                empty = bool(flag.item())
+            loss = None if empty else self.train_step(model, batch)
             dt = time.perf_counter() - t0
             s["train_seconds"] += dt
-            s["audio_seconds"] += float(batch.get("duration", 0.0))
+            s["audio_seconds"] += float(batch.get("duration", 0.0)) if batch is not None else 0.0
             s["batch_in_epoch"] += 1
             if loss is not None:
                 loss_acc, n_acc = loss_acc + loss, n_acc + 1
@@ -278,6 +313,17 @@ class Trainer:
                 s["done"] = True
                 break
         bar.close()
+
+    def _count_skipped(self, epoch: int, indices: list[int], batch: Optional[dict]) -> None:
+        """Count (state["skipped_utterances"]) and log the utterances the dataset could not load."""
+        n = len(indices) if batch is None else int(batch.get("num_skipped", 0))
+        if not n:
+            return
+        self.state["skipped_utterances"] += n
+        entries = getattr(self.data.train_set, "entries", None)
+        kept = set(batch["ids"]) if batch is not None else set()
+        ids = [entries[j].id for j in indices if entries[j].id not in kept] if entries is not None else []
+        self._log({"event": "skipped_audio", "step": self.state["step"], "epoch": epoch, "count": n, "ids": ids[:64]})
 
     def train_step(self, model, batch: dict) -> Optional[float]:
         cfg, s = self.cfg, self.state
@@ -411,7 +457,14 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        recs = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:  # a line torn by a kill or power cut is not worth dying over at the end of an epoch
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                recs.append(rec)
         steps = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
         devs = [r for r in recs if r.get("event") == "epoch"]
         fig, ax = plt.subplots(figsize=(7, 4))
