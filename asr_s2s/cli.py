@@ -88,6 +88,12 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="asr-s2s", description="Sequence-to-sequence speech recognition and translation.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__import__('asr_s2s').__version__}")
@@ -135,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sentences", nargs="*")
     p.add_argument("--beam", type=int, default=1)
     p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("bench", help="training throughput, FLOP rate vs the measured matmul peak, decoding RTF, memory")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a small subset")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    p.add_argument("--repeats", type=int, help="timed epochs / decoding passes (default 3; 2 with --quick)")
+    p.add_argument("--corpus", default="an4", choices=["an4", "fsdd"])
+    p.add_argument("--data-dir", help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--model", help="decode with this model file instead of the benchmark's own weights")
+    p.add_argument("--work-dir", help="keep manifests, feature cache and run files here (default: a temp dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the reference config")
+    p.set_defaults(func=_cmd_bench)
     return ap
 
 
