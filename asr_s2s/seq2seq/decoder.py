@@ -86,6 +86,13 @@ class DecoderState(NamedTuple):
                             None if self.att is None else self.att.index_select(0, idx))
 
 
+def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM cell after its matmuls: gates (N, 4H) in torch's i, f, g, o order -> h, c."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> None:
         super().__init__()
@@ -149,7 +156,13 @@ class Decoder(nn.Module):
     def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
               ) -> tuple[Tensor, DecoderState, Tensor]:
         """emb (N, E) -> features (N, hidden), new state, attention weights (N, T)."""
-        if self.input_feeding:
+        if self.input_feeding and self._fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
+            ctx, w, att = self.attention(state.h[-1], mem, state.att)
+            r = self.rnn
+            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
+            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
+            h, c = s[None], c[None]
+        elif self.input_feeding:
             ctx, w, att = self.attention(state.h[-1], mem, state.att)
             out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
             s = out[:, 0]
@@ -210,10 +223,7 @@ class Decoder(nn.Module):
         hs, ctxs, weights = [], [], []
         for x_t in pre.unbind(0):
             ctx, w, att = self.attention(h, mem, att)
-            gates = torch.addmm(x_t, torch.cat([ctx, h], dim=1), w_rec)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = _lstm_pointwise(torch.addmm(x_t, torch.cat([ctx, h], dim=1), w_rec), c)
             hs.append(h)
             ctxs.append(ctx)
             weights.append(w)
