@@ -153,6 +153,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     print(f"exported: {out}")
     return 0
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main
+
+    return main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("bench", help="training throughput, FLOP rate vs the measured matmul peak, decoding RTF, memory")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a small subset")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    p.add_argument("--repeats", type=int, help="timed epochs / decoding passes (default 3; 2 with --quick)")
+    p.add_argument("--corpus", default="an4", choices=["an4", "fsdd"])
+    p.add_argument("--data-dir", help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--model", help="decode with this model file instead of the benchmark's own weights")
+    p.add_argument("--work-dir", help="keep manifests, feature cache and run files here (default: a temp dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the reference config")
+    p.set_defaults(func=_cmd_bench)
     return ap
 
 

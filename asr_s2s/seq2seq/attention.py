@@ -176,8 +176,13 @@ class LocationAttention(Attention):
                 ) -> tuple[Tensor, Tensor, Tensor]:
         if state is None:
             state = self.init_state(mem)
-        loc = self.loc(self.conv(state).transpose(1, 2))  # (B,T,A)
-        e = self.v(torch.tanh(mem.keys + loc + self.query(query)[:, None, :])).squeeze(-1)  # (B,T)
+        f = self.conv(state)  # (B,C,T)
+        b = f.size(0)
+        # keys + W_f f + W_s s in one batched matmul-add: [f; 1]^T [W_f^T; W_s s] added to the keys, so
+        # no (B,T,A) intermediate is written for the location term or the query term.
+        mats = torch.cat([self.loc.weight.t().expand(b, -1, -1), self.query(query)[:, None, :]], dim=1)  # (B,C+1,A)
+        feats = torch.cat([f, f.new_ones(b, 1, f.size(2))], dim=1).transpose(1, 2)  # (B,T,C+1)
+        e = torch.matmul(torch.tanh(torch.baddbmm(mem.keys, feats, mats)), self.v.weight[0])  # (B,T)
         w = _masked_softmax(e, mem.mask)
         ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
         return ctx, w, torch.stack([w, state[:, 1] + w], dim=1)

@@ -86,6 +86,13 @@ class DecoderState(NamedTuple):
                             None if self.att is None else self.att.index_select(0, idx))
 
 
+def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM cell after its matmuls: gates (N, 4H) in torch's i, f, g, o order -> h, c."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> None:
         super().__init__()
@@ -149,7 +156,13 @@ class Decoder(nn.Module):
     def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
               ) -> tuple[Tensor, DecoderState, Tensor]:
         """emb (N, E) -> features (N, hidden), new state, attention weights (N, T)."""
-        if self.input_feeding:
+        if self.input_feeding and self._fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
+            ctx, w, att = self.attention(state.h[-1], mem, state.att)
+            r = self.rnn
+            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
+            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
+            h, c = s[None], c[None]
+        elif self.input_feeding:
             ctx, w, att = self.attention(state.h[-1], mem, state.att)
             out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
             s = out[:, 0]
@@ -189,10 +202,40 @@ class Decoder(nn.Module):
             return self.output(self._features(out, ctx)), w
         return self._loop(tgt_in, state, mem, teacher_forcing)
 
+    @property
+    def _fused_cell(self) -> bool:
+        """One LSTM layer fed [embedding; context] (the location-attention layout): the teacher-forced
+        loop runs the cell as explicit matmuls (see _loop_fused)."""
+        return self.is_lstm and self.cfg.layers == 1 and self.input_feeding and self.rnn.bias
+
+    def _loop_fused(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        """Teacher-forced loop of the input-feeding LSTM decoder with the per-step work cut to what
+        depends on the previous step: the embedding half of the input projection (and both biases) is
+        one matmul over all steps, each step is one addmm over [context; h] plus the gate arithmetic,
+        and the output layer (combine, tanh, dropout, projection) runs once over all steps after the
+        loop (nothing in it feeds back). Same function as the step loop through nn.LSTM."""
+        r, e_dim = self.rnn, self.cfg.embed_dim
+        emb = self.dropout(self.embed(tgt_in)).transpose(0, 1)  # (U, B, E), time-major for unbind
+        w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
+        pre = nn.functional.linear(emb, w_emb, r.bias_ih_l0 + r.bias_hh_l0)  # (U, B, 4H)
+        w_rec = torch.cat([w_ctx, r.weight_hh_l0], dim=1).t()  # ([ctx; h], 4H)
+        h, c, att = state.h[0], state.c[0], state.att
+        hs, ctxs, weights = [], [], []
+        for x_t in pre.unbind(0):
+            ctx, w, att = self.attention(h, mem, att)
+            h, c = _lstm_pointwise(torch.addmm(x_t, torch.cat([ctx, h], dim=1), w_rec), c)
+            hs.append(h)
+            ctxs.append(ctx)
+            weights.append(w)
+        feats = self._features(torch.stack(hs, dim=1), torch.stack(ctxs, dim=1))
+        return self.output(feats), torch.stack(weights, dim=1)
+
     def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
               ) -> tuple[Tensor, Tensor]:
         b, u = tgt_in.shape
         feats, weights, logits = [], [], []
+        if teacher_forcing >= 1.0 and self._fused_cell:
+            return self._loop_fused(tgt_in, state, mem)
         if teacher_forcing >= 1.0:
             emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
             for t in range(u):

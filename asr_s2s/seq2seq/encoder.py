@@ -173,8 +173,108 @@ class Encoder(nn.Module):
         if self.subsample is not None:
             x, lengths = self.subsample(x, lengths)
         x = self.dropout(x)
+        if x.device.type == "cpu":
+            states, final = run_rnn_segmented(self.rnn, x, lengths)
+            return EncoderOutput(self.dropout(states), lengths, final)
         # pack_padded_sequence wants lengths on the CPU: one small copy per batch.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return EncoderOutput(self.dropout(states), lengths, final)
+
+
+def _reverse_index(lengths: list[int], t: int, device: torch.device) -> Tensor:
+    """(B, T) time index reversing each row within its length (padding positions map to themselves)."""
+    steps = torch.arange(t, device=device)[None, :]
+    lens = torch.tensor(lengths, device=device)[:, None]
+    return torch.where(steps < lens, lens - 1 - steps, steps)
+
+
+def _run_direction(fn, params: list[Tensor], x: Tensor, lengths: list[int], hidden: int, is_lstm: bool
+                   ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One unidirectional layer over rows sorted by length (descending), time-major work done in
+    fused calls: one call per distinct length, each over the rows still running. Returns outputs
+    (B, T, H) zero past each length, and the final h (and c) at each row's last real step (1, B, H)."""
+    b, t, _ = x.shape
+    bounds = sorted(set(lengths))
+    h = x.new_zeros(1, b, hidden)
+    c = x.new_zeros(1, b, hidden) if is_lstm else None
+    outs, fin_h, fin_c = [], [], []
+    train = torch.is_grad_enabled()  # oneDNN keeps its workspace for backward only in "train" mode
+    start = 0
+    for end in bounds:
+        n = sum(1 for ln in lengths if ln >= end)  # rows still running (a prefix: sorted descending)
+        n_next = sum(1 for ln in lengths if ln > end)
+        seg = x[:n, start:end]
+        if is_lstm:
+            out, h, c = fn(seg, (h[:, :n], c[:, :n]), params, len(params) == 4, 1, 0.0, train, False, True)
+        else:
+            out, h = fn(seg, h[:, :n], params, len(params) == 4, 1, 0.0, train, False, True)
+        outs.append(out if n == b else torch.nn.functional.pad(out, (0, 0, 0, 0, 0, b - n)))
+        fin_h.append(h[:, n_next:n])
+        if is_lstm:
+            fin_c.append(c[:, n_next:n])
+        start = end
+    out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+    if out.size(1) < t:
+        out = torch.nn.functional.pad(out, (0, 0, 0, t - out.size(1)))
+    # Rows ending at the last bound are first (longest), so the finals go in reverse bound order.
+    h_n = torch.cat(fin_h[::-1], dim=1)
+    c_n = torch.cat(fin_c[::-1], dim=1) if is_lstm else None
+    return out, h_n, c_n
+
+
+def run_rnn_segmented(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """What ``rnn(pack_padded_sequence(x, lengths))`` + ``pad_packed_sequence`` compute, without packed
+    sequences: on CPU the packed path runs step by step through autograd (its backward re-zeroes the whole
+    packed input at every step: quadratic in T), while unpacked calls use oneDNN's fused LSTM.
+
+    Rows are sorted by length; each layer and direction runs one fused call per distinct length in the
+    batch (one call when all lengths are equal, few with length bucketing), each over the rows still
+    running, carrying the state. The backward direction runs on each row reversed within its length.
+    Real frames, final states and zeroed padding are exactly as with packing.
+    -> states (B, T, dirs*H), final ((layers*dirs, B, H), or an (h, c) pair for LSTM)."""
+    b, t, _ = x.shape
+    lens_cpu = lengths.cpu()
+    is_lstm = isinstance(rnn, nn.LSTM)
+    dirs = 2 if rnn.bidirectional else 1
+    if bool((lens_cpu == t).all()):  # no padding: the module's own fused multi-layer call is exact
+        out, final = rnn(x)
+        return out, final
+    if isinstance(rnn, nn.LSTM):
+        fn = torch.lstm
+    elif isinstance(rnn, nn.GRU):
+        fn = torch.gru
+    else:
+        fn = torch.rnn_tanh if rnn.nonlinearity == "tanh" else torch.rnn_relu
+    order = torch.argsort(lens_cpu, descending=True, stable=True)
+    sorted_lens = lens_cpu[order].tolist()
+    identity = order.tolist() == list(range(b))
+    order_dev = order.to(x.device)
+    inp = x if identity else x.index_select(0, order_dev)
+    rev = _reverse_index(sorted_lens, t, x.device)[:, :, None] if dirs == 2 else None
+    hs, cs = [], []
+    for layer in range(rnn.num_layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            params = [getattr(rnn, f"weight_ih{sfx}"), getattr(rnn, f"weight_hh{sfx}")]
+            if rnn.bias:
+                params += [getattr(rnn, f"bias_ih{sfx}"), getattr(rnn, f"bias_hh{sfx}")]
+            xi = inp if d == 0 else inp.gather(1, rev.expand(-1, -1, inp.size(2)))
+            o, h_n, c_n = _run_direction(fn, params, xi, sorted_lens, rnn.hidden_size, is_lstm)
+            outs.append(o if d == 0 else o.gather(1, rev.expand(-1, -1, o.size(2))))
+            hs.append(h_n)
+            cs.append(c_n)
+        inp = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+        if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
+            inp = torch.nn.functional.dropout(inp, rnn.dropout, training=True)
+    h = torch.cat(hs, dim=0)
+    c = torch.cat(cs, dim=0) if is_lstm else None
+    if not identity:
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(b)
+        inv = inv.to(x.device)
+        inp, h = inp.index_select(0, inv), h.index_select(1, inv)
+        c = c.index_select(1, inv) if is_lstm else None
+    return inp, ((h, c) if is_lstm else h)
