@@ -18,6 +18,7 @@ import soxr
 import torch
 
 SAMPLE_RATE = 16000
+MIN_SAMPLE_RATE = 1000
 AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
@@ -88,8 +89,9 @@ def load_audio(
         raise AudioError(name, "zero samples")
     if not np.isfinite(data).all():
         raise AudioError(name, "non-finite samples (NaN or inf)")
-    if rate <= 0:
-        raise AudioError(name, f"invalid sample rate {rate}")
+    if rate < MIN_SAMPLE_RATE:
+        # A corrupt header claiming e.g. 1 Hz would make resampling allocate 16000x the file.
+        raise AudioError(name, f"implausible sample rate {rate} Hz (below {MIN_SAMPLE_RATE} Hz)")
     if rate != sample_rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ")
         if data.size == 0:  # e.g. 1 sample at 16001 Hz -> 8000 Hz

@@ -124,6 +124,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.is_main = self.rank == 0
         self.ckpt_dir = self.out / "checkpoints"
+        self._last_plot = 0.0
 
     # ---- setup -----------------------------------------------------------------------------
     def setup(self) -> None:
@@ -395,7 +396,8 @@ class Trainer:
                 if cfg.early_stop_patience and s["bad_epochs"] >= cfg.early_stop_patience:
                     stop[0] = 1
             self._snapshot(epoch)
-            self.plot_curve()
+            if time.perf_counter() - self._last_plot > 60:  # matplotlib costs seconds: not every short epoch
+                self.plot_curve()
         if self.world > 1:
             dist.broadcast(stop, 0)
         s["epoch"] += 1
@@ -449,6 +451,7 @@ class Trainer:
         return final
 
     def plot_curve(self) -> None:
+        self._last_plot = time.perf_counter()
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
