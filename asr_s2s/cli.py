@@ -147,12 +147,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
 
     try:
-        out = export_model(args.model, args.format, args.out, opset=args.opset)
+        if args.format == "fp16":  # the same model file with half-precision weights (how the default model ships)
+            from .model import load_model
+
+            model = load_model(args.model)
+            model.save(args.out, meta={**model.meta, "weights": "fp16"}, half=True)
+            out = args.out
+        else:
+            out = export_model(args.model, args.format, args.out, opset=args.opset)
     except Exception as err:  # unreadable model, text model, missing onnx ...
         print(f"error: cannot export {args.model}: {err}", file=sys.stderr)
         return 2
     print(f"exported: {out}")
     return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main
 
@@ -222,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a speech model to TorchScript or ONNX (+ model.json) for deployment")
     p.add_argument("model", type=Path)
-    p.add_argument("--format", choices=("torchscript", "onnx"), default="onnx")
-    p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json)")
+    p.add_argument("--format", choices=("torchscript", "onnx", "fp16"), default="onnx",
+                   help="fp16: the same model file with half-precision weights (half the size)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json); a file for fp16")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("bench", help="training throughput, FLOP rate vs the measured matmul peak, decoding RTF, memory")

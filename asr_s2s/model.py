@@ -146,7 +146,9 @@ class ASRModel(nn.Module):
         return out
 
     # ---- persistence --------------------------------------------------------------------------
-    def payload(self, meta: dict | None = None) -> dict:
+    def payload(self, meta: dict | None = None, half: bool = False) -> dict:
+        """Plain-types checkpoint dict. ``half`` stores float weights as fp16 (half the file size;
+        they are loaded back into fp32 parameters)."""
         cmvn = None
         if isinstance(self.cmvn, GlobalCMVN):
             cmvn = {"mean": self.cmvn.mean.detach().cpu().clone(), "std": self.cmvn.std.detach().cpu().clone()}
@@ -158,12 +160,13 @@ class ASRModel(nn.Module):
             "features": self.features.to_dict() if self.features is not None else None,
             "cmvn_kind": self.cmvn_kind,
             "cmvn": cmvn,
-            "model": {k: v.detach().cpu() for k, v in self.seq2seq.state_dict().items()},
+            "model": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+                      for k, v in self.seq2seq.state_dict().items()},
             "meta": dict(meta or {}),
         }
 
-    def save(self, path: Union[str, os.PathLike], meta: dict | None = None) -> None:
-        save_checkpoint(path, self.payload(meta))
+    def save(self, path: Union[str, os.PathLike], meta: dict | None = None, half: bool = False) -> None:
+        save_checkpoint(path, self.payload(meta, half=half))
 
     @classmethod
     def from_payload(cls, payload: dict, source: str = "<payload>") -> "ASRModel":
