@@ -46,6 +46,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file gets the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

@@ -235,6 +235,21 @@ def test_cli_output_dir_srt_and_default_model(model_path, clips, tmp_path):
         assert res.returncode == 2 and "--model" in res.stderr and "default.pt" in res.stderr
 
 
+def test_bundled_default_model_needs_no_flag(fsdd_dir):
+    """`asr-s2s transcribe FILE` with no --model uses the model shipped in the package."""
+    from asr_s2s.model import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no bundled default model in this checkout")
+    words = "zero one two three four five six seven eight nine".split()
+    files = [fsdd_dir / f"{d}_{spk}_{i}.wav" for d, spk, i in zip(range(10), ["george", "jackson", "lucas", "nicolas", "theo"] * 2, [0, 1, 2, 3, 4] * 2)]
+    res = _cli("--format", "json", *map(str, files))
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(line)["text"] for line in res.stdout.splitlines()]
+    assert len(got) == 10
+    assert sum(g == words[i] for i, g in enumerate(got)) >= 9  # official test-split recordings (0-4)
+
+
 # ---- speed ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_rtf_ten_minutes(model, fsdd_dir, tmp_path):
