@@ -52,6 +52,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-6
     betas: tuple = (0.9, 0.98)
+    eps: float = 1e-8
     warmup_steps: int = 500
     schedule: str = "cosine"  # cosine | noam | constant
     min_lr_ratio: float = 0.05
