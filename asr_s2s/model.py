@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
 from .seq2seq import ModelConfig, Seq2Seq
-from .text import tokenizer_from_state_dict
+from .text import UNK, tokenizer_from_state_dict
 
 FORMAT = "asr-s2s/1"
 BUNDLED = Path(__file__).resolve().parent / "assets"
@@ -137,8 +137,8 @@ class ASRModel(nn.Module):
         self.eval()
         out: list[str] = []
         for i in range(0, len(sentences), batch_size):
-            ids = [torch.tensor(self.src_tokenizer.encode(s) or [self.src_tokenizer.unk_id if hasattr(self.src_tokenizer, "unk_id") else 3])
-                   for s in sentences[i : i + batch_size]]
+            # An empty source still needs one position for the encoder: feed <unk>.
+            ids = [torch.tensor(self.src_tokenizer.encode(s) or [UNK]) for s in sentences[i : i + batch_size]]
             lens = torch.tensor([len(x) for x in ids])
             src = nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device)
             res = self.decode(src, lens.to(self.device), beam=beam)
