@@ -174,6 +174,11 @@ class LocationAttention(Attention):
 
     def forward(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
+        w, state = self.align(query, mem, state)
+        return torch.bmm(w[:, None, :], mem.values)[:, 0], w, state
+
+    def align(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One step without the context: -> weights (B,T), new state (B,2,T)."""
         if state is None:
             state = self.init_state(mem)
         f = self.conv(state)  # (B,C,T)
@@ -184,8 +189,7 @@ class LocationAttention(Attention):
         feats = torch.cat([f, f.new_ones(b, 1, f.size(2))], dim=1).transpose(1, 2)  # (B,T,C+1)
         e = torch.matmul(torch.tanh(torch.baddbmm(mem.keys, feats, mats)), self.v.weight[0])  # (B,T)
         w = _masked_softmax(e, mem.mask)
-        ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
-        return ctx, w, torch.stack([w, state[:, 1] + w], dim=1)
+        return w, torch.stack([w, state[:, 1] + w], dim=1)
 
     def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
         raise RuntimeError("location-aware attention depends on the previous alignment: use the step loop")

@@ -86,6 +86,58 @@ class DecoderState(NamedTuple):
                             None if self.att is None else self.att.index_select(0, idx))
 
 
+class _StepProducts:
+    """Per-step products ``a_t @ W`` (mm: a_t (N,K), W (K,M)) or ``a_t @ V`` batched over rows (bmv: a_t (B,T),
+    V (B,T,H)) inside a training loop, whose gradient w.r.t. the shared operand is formed once after the
+    loop -- one large product over all steps -- instead of a small product plus a full-size accumulation
+    per step. ``shared = rec.track(W)`` before the loop; ``rec(a_t, shared)`` per step."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.a, self.g = kind, [], []
+
+    def track(self, t: Tensor) -> Tensor:
+        return _DeferredGrad.apply(t, self)
+
+    def __call__(self, a: Tensor, shared: Tensor) -> Tensor:
+        return _StepProduct.apply(a, shared, self)
+
+    def grad(self) -> Tensor:
+        g = [a.new_zeros(a.size(0), self.out_dim) if gi is None else gi for a, gi in zip(self.a, self.g)]
+        if self.kind == "mm":
+            return torch.cat(self.a).t() @ torch.cat(g)
+        return torch.bmm(torch.stack(self.a, dim=2), torch.stack(g, dim=1))  # (B,T,U) @ (B,U,H)
+
+
+class _DeferredGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor, rec: _StepProducts) -> Tensor:
+        ctx.rec = rec
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # runs after every step's backward (they all consume the output)
+        return grad + ctx.rec.grad(), None
+
+
+class _StepProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, shared: Tensor, rec: _StepProducts) -> Tensor:
+        ctx.rec, ctx.i = rec, len(rec.a)
+        rec.a.append(a.detach())
+        rec.g.append(None)
+        ctx.save_for_backward(shared)
+        rec.out_dim = shared.size(-1)
+        return a @ shared if rec.kind == "mm" else torch.bmm(a[:, None, :], shared)[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (shared,) = ctx.saved_tensors
+        ctx.rec.g[ctx.i] = grad
+        if ctx.rec.kind == "mm":
+            return grad @ shared.t(), None, None
+        return torch.bmm(shared, grad[:, :, None])[:, :, 0], None, None
+
+
 def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """The LSTM cell after its matmuls: gates (N, 4H) in torch's i, f, g, o order -> h, c."""
     i, f, g, o = gates.chunk(4, dim=1)
@@ -221,9 +273,14 @@ class Decoder(nn.Module):
         w_rec = torch.cat([w_ctx, r.weight_hh_l0], dim=1).t()  # ([ctx; h], 4H)
         h, c, att = state.h[0], state.c[0], state.att
         hs, ctxs, weights = [], [], []
+        # The gradients w.r.t. the encoder states (through every context) and the recurrent weights are
+        # formed once after the loop (see _StepProducts), not accumulated step by step.
+        ctx_of, gates_of = _StepProducts("bmv"), _StepProducts("mm")
+        values, w_rec = ctx_of.track(mem.values), gates_of.track(w_rec)
         for x_t in pre.unbind(0):
-            ctx, w, att = self.attention(h, mem, att)
-            h, c = _lstm_pointwise(torch.addmm(x_t, torch.cat([ctx, h], dim=1), w_rec), c)
+            w, att = self.attention.align(h, mem, att)
+            ctx = ctx_of(w, values)
+            h, c = _lstm_pointwise(x_t + gates_of(torch.cat([ctx, h], dim=1), w_rec), c)
             hs.append(h)
             ctxs.append(ctx)
             weights.append(w)
