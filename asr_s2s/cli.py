@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", type=Path)
     p.add_argument("--out", type=Path, required=True, help="experiment directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=3e-4")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set optim.lr=3e-4 epochs=20")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_train)
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
     p.add_argument("--out", type=Path, help="experiment directory (default: exp/NAME)")
     p.add_argument("--quick", action="store_true", help="a minute-long smoke run of the same stages")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--seed-experiment", action="store_true",
                    help="also train the pure context-vector model (attention: none) and plot both by input length")
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--model", help="decode with this model file instead of the benchmark's own weights")
     p.add_argument("--work-dir", help="keep manifests, feature cache and run files here (default: a temp dir)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the reference config")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override the reference config")
     p.set_defaults(func=_cmd_bench)
     return ap
 

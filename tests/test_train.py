@@ -60,8 +60,9 @@ def trained(tmp_path_factory, fsdd_files: list[Path]) -> dict:
     train = small_manifest(fsdd_files[:24], root / "train.jsonl")
     dev = small_manifest(fsdd_files[24:40], root / "dev.jsonl")
     out = root / "exp"
+    # One --set with several values and repeated --set both apply (state["step"] == 30 below checks it).
     r = cli("train", str(REPO / "asr_s2s/recipe_configs/fsdd.yaml"), "--out", str(out), "--set", f"data.train={train}",
-            "--set", f"data.dev={dev}", "--set", "max_steps=30", "--set", "max_minutes=null", "--set", "epochs=30",
+            f"data.dev={dev}", "max_steps=30", "max_minutes=null", "epochs=30",
             "--set", "data.max_frames=2000", *[a for t in TINY for a in ("--set", t)])
     assert r.returncode == 0, r.stderr[-2000:]
     return {"out": out, "train": train, "dev": dev}
