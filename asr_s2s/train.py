@@ -259,6 +259,12 @@ class Trainer:
         while s["epoch"] < cfg.epochs and not s["done"]:
             self.train_epoch(s["epoch"])
             if s["done"]:
+                # Out of budget (minutes or steps): the steps since the last epoch end ran at the lowest
+                # learning rate and are often the best weights, so they get a dev check and a snapshot
+                # like a whole epoch (kept or averaged) instead of being dropped.
+                if s["batch_in_epoch"] > 0:
+                    self.end_epoch()
+                    s["done"] = True
                 break
             self.end_epoch()
         s["done"] = True
