@@ -76,7 +76,7 @@ def test_training_writes_model_metrics_curve(trained: dict) -> None:
     losses = [r["loss"] for r in recs if "loss" in r and "event" not in r]
     assert len(losses) >= 20 and losses[-1] < losses[0]  # it learns
     assert any(r.get("event") == "epoch" and "wer" in r for r in recs)
-    # The budget (max_steps=30) ends mid-epoch: those last steps still get a dev check.
+    # The budget (max_steps=30) ends the run: the steps since the last epoch end still get a dev check.
     assert [r for r in recs if r.get("event") == "epoch"][-1]["step"] == 30
     state = load_checkpoint(out / "checkpoints" / "last.pt")["state"]
     assert state["step"] == 30 and state["done"]
