@@ -76,14 +76,20 @@ def _stats(xs: list[float]) -> dict[str, Any]:
 
 
 # ---- the machine's matmul peak -------------------------------------------------------------------
-def _best_rate(fn: Callable[[], None], flops: float, repeats: int) -> dict[str, Any]:
-    fn()
-    fn()
+def _timings(fn: Callable[[], Any], repeats: int, warmups: int = 1) -> list[float]:
+    """Seconds per call of ``fn`` over ``repeats`` timed calls, after ``warmups`` untimed ones."""
+    for _ in range(warmups):
+        fn()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def _best_rate(fn: Callable[[], None], flops: float, repeats: int) -> dict[str, Any]:
+    ts = _timings(fn, repeats, warmups=2)
     rates = [flops / t / 1e9 for t in ts]
     return {"best": max(rates), "median": statistics.median(rates), "min": min(rates)}
 
@@ -287,12 +293,7 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
         return emitted
 
     for name, beam, bs in cases:
-        run(beam, bs, True)  # warm-up
-        tm = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(beam, bs, True)
-            tm.append(time.perf_counter() - t0)
+        tm = _timings(lambda: run(beam, bs, True), repeats)
         # One timed pass as emitted (after the warm-up above): an undertrained model runs every utterance
         # to the length cap, which says little and takes long; the reference-length figure is the repeated one.
         t0 = time.perf_counter()
@@ -327,12 +328,7 @@ def feature_bench(eval_manifest: Path, repeats: int) -> dict[str, Any]:
             for x, lens in batches:
                 lm(x, lens)
 
-    run()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        ts.append(time.perf_counter() - t0)
+    ts = _timings(run, repeats)
     return {"audio_s": audio, "batch_size": 16, "audio_s_per_s": _stats([audio / t for t in ts]), "load1": load1()}
 
 

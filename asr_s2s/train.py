@@ -258,14 +258,10 @@ class Trainer:
                   f"{len(self.data.train_set)} train utterances, {per_epoch} batches/epoch -> {self.out}", flush=True)
         while s["epoch"] < cfg.epochs and not s["done"]:
             self.train_epoch(s["epoch"])
-            if s["done"]:
-                # Out of budget (minutes or steps): the steps since the last epoch end ran at the lowest
-                # learning rate and are often the best weights, so they get a dev check and a snapshot
-                # like a whole epoch (kept or averaged) instead of being dropped.
-                if s["batch_in_epoch"] > 0:
-                    self.end_epoch()
-                    s["done"] = True
-                break
+            if s["done"] and not s["batch_in_epoch"]:
+                break  # nothing trained since the last epoch end
+            # An epoch cut short by the budget (minutes or steps) ran at the lowest learning rate and is
+            # often the best: it gets a dev check and a snapshot like a whole one (done stays set).
             self.end_epoch()
         s["done"] = True
         self._save_state()
