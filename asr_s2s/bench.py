@@ -55,7 +55,8 @@ def cpu_model() -> str:
 def machine_info() -> dict[str, Any]:
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
 
 
 def rss_mb() -> float:
@@ -265,7 +266,7 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
 
 
 # ---- decoding -----------------------------------------------------------------------------------------
-def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str, int, int]]) -> dict[str, Any]:
+def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str, int, int, str]]) -> dict[str, Any]:
     from .audio import load_audio
     from .manifest import read_manifest
 
@@ -278,7 +279,7 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
     out: dict[str, Any] = {"utterances": len(waves), "audio_s": audio, "mean_reference_tokens": statistics.mean(ref_len)}
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
 
-    def run(beam: int, bs: int, capped: bool) -> list[int]:
+    def run(beam: int, bs: int, capped: bool, precision: str) -> list[int]:
         """What transcribe_waves does (sort by length, batch, log-mel, CMVN, search, detokenize); with
         ``capped``, each batch's steps stop at its longest reference + eos: the decoding cost of a model
         that stops where a trained one does (a step costs the same whatever the weights). -> tokens emitted."""
@@ -287,20 +288,20 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
             idx = order[i:i + bs]
             feats, lens = model.features_of([waves[j] for j in idx])
             opts = {"max_len": max(ref_len[j] for j in idx)} if capped else {}
-            res = model.decode(feats, lens, beam=beam, **opts)
+            res = model.decode(feats, lens, beam=beam, precision=precision, **opts)
             [model.tokenizer.decode(t) for t in res.tokens]
             emitted += res.lengths.tolist()
         return emitted
 
-    for name, beam, bs in cases:
-        tm = _timings(lambda: run(beam, bs, True), repeats)
+    for name, beam, bs, precision in cases:
+        tm = _timings(lambda: run(beam, bs, True, precision), repeats)
         # One timed pass as emitted (after the warm-up above): an undertrained model runs every utterance
         # to the length cap, which says little and takes long; the reference-length figure is the repeated one.
         t0 = time.perf_counter()
-        emitted = run(beam, bs, False)
+        emitted = run(beam, bs, False, precision)
         ts = [time.perf_counter() - t0]
         mean_len = statistics.mean(emitted)
-        out[name] = {"beam": beam, "batch_size": bs, "rtf": _stats([t / audio for t in ts]),
+        out[name] = {"beam": beam, "batch_size": bs, "precision": precision, "rtf": _stats([t / audio for t in ts]),
                      "mean_hyp_tokens": mean_len, "rtf_reference_length": _stats([t / audio for t in tm]),
                      "load1": load1()}
     return out
@@ -371,9 +372,10 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
         else:
             res["decode_model"] = "the weights after the timed training epochs (undertrained)"
         log("decoding ...")
-        cases = [("greedy_bs1", 1, 1), ("greedy_bs16", 1, 16), ("beam4_bs16", 4, 16)]
+        cases = [("greedy_bs1", 1, 1, "fp32"), ("greedy_bs16", 1, 16, "fp32"), ("beam4_bs16", 4, 16, "fp32"),
+                 ("greedy_bs16_bf16", 1, 16, "bf16")]
         if not quick:
-            cases.append(("beam4_bs1", 4, 1))
+            cases += [("beam4_bs1", 4, 1, "fp32"), ("greedy_bs1_bf16", 1, 1, "bf16"), ("beam4_bs16_bf16", 4, 16, "bf16")]
         with torch.no_grad():
             res["decode"] = decode_bench(model, eval_m, repeats, cases)
         res["ru_maxrss_mb_end"] = max_rss_mb()
@@ -401,7 +403,8 @@ def format_table(res: dict[str, Any]) -> str:
         ("peak RSS while training", f"{t['peak_rss_mb_sampled']:.0f} MiB sampled, ru_maxrss {t['ru_maxrss_mb_after_training']:.0f} MiB"),
         ("log-mel extraction, audio-s per s", ms(f["audio_s_per_s"])),
     ]
-    for name in ("greedy_bs1", "greedy_bs16", "beam4_bs16", "beam4_bs1"):
+    for name in ("greedy_bs1", "greedy_bs16", "beam4_bs16", "beam4_bs1", "greedy_bs1_bf16", "greedy_bs16_bf16",
+                 "beam4_bs16_bf16"):
         if name in d:
             rows.append((f"decode RTF {name}, as emitted", ms(d[name]["rtf"]) + f"  ({d[name]['mean_hyp_tokens']:.1f} "
                                                                              "tokens/utt emitted, 1 pass)"))

@@ -68,7 +68,7 @@ def _batches(durations: Sequence[float], max_seconds: float, max_items: int) -> 
 
 @torch.inference_mode()
 def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_seconds: float = 200.0,
-                     max_batch: int = 64, keep_attention: int = 0) -> EvalResult:
+                     max_batch: int = 64, keep_attention: int = 0, precision: str = "fp32") -> EvalResult:
     """Decode manifest entries (dicts with audio_filepath, text, optional offset/duration/id).
 
     Unreadable audio is skipped and counted (``skipped``), never fatal. ``rtf`` is wall time
@@ -97,7 +97,7 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
         if not waves:
             continue
         feats, lens = model.features_of(waves)
-        res = model.decode(feats, lens, beam=beam)
+        res = model.decode(feats, lens, beam=beam, precision=precision)
         for k, e in enumerate(batch_entries):
             if len(attn) < keep_attention and res.attention:
                 attn[len(kept)] = res.attention[k].float().cpu()

@@ -313,7 +313,7 @@ def model_max_segment(model: Any) -> float:
 def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | None = None, beam: int = 1,
                      batch_size: int = 16, long_form: bool = True, max_segment: float | None = None,
                      vad: VADConfig | None = None, errors: str = "raise", max_len_ratio: float = 1.5,
-                     repetition: dict | None = None) -> Iterator[tuple[int, Any]]:
+                     repetition: dict | None = None, precision: str = "fp32") -> Iterator[tuple[int, Any]]:
     """Yield ``(index, Transcript)`` in input order (or ``(index, AudioError)`` with ``errors="skip"``)."""
     from .model import Segment, Transcript
 
@@ -334,7 +334,8 @@ def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | Non
         for i in range(0, len(pool), batch_size):
             chunk = pool[i : i + batch_size]
             feats, lens = model.features_of([c[3] for c in chunk])
-            res = model.decode(feats, lens, beam=beam, max_len=100000, max_len_ratio=max_len_ratio)
+            res = model.decode(feats, lens, beam=beam, max_len=100000, max_len_ratio=max_len_ratio,
+                               precision=precision)
             for (idx, s, e, _), toks, score in zip(chunk, res.tokens, res.scores.tolist()):
                 text = model.tokenizer.decode(truncate_repetitions(toks, **rep)).strip()
                 pending[idx].segments.append((s, e, text, score))

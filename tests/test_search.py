@@ -144,3 +144,20 @@ def test_search_leaves_training_mode_and_grad_alone(trained):
     r = m.greedy(x, xl)
     assert m.training and not r.scores.requires_grad
     m.eval()
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_bf16_decoding_matches_fp32(trained):
+    """precision="bf16" (the encoder under bf16 autocast) decodes what fp32 decodes on the trained model's
+    training and held-out utterances, with scores within bf16 rounding; an unknown precision is refused."""
+    m, (x, xl), (hx, hxl) = trained
+    for src, lens in ((x, xl), (hx, hxl)):
+        for beam in (1, 3):
+            ref = m.beam_search(src, lens, beam=beam) if beam > 1 else m.greedy(src, lens)
+            low = (m.beam_search(src, lens, beam=beam, precision="bf16") if beam > 1
+                   else m.greedy(src, lens, precision="bf16"))
+            same = sum(a == b for a, b in zip(ref.tokens, low.tokens))
+            assert same >= len(ref.tokens) - 1, (beam, ref.tokens, low.tokens)
+            torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        m.greedy(x, xl, precision="fp8")

@@ -71,6 +71,36 @@ def test_parallel_teacher_forcing_equals_step_loop(cell, attention):
     torch.testing.assert_close(wp, wl, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cell,attention", [("lstm", "location"), ("gru", "location"), ("lstm", "additive"),
+                                            ("rnn", "dot")])
+def test_search_step_equals_the_training_forward(cell, attention):
+    """Search's `step` (in inference the LSTM/location decoder runs a cached-weight step) gives the logits
+    of the teacher-forced training forward fed the same tokens, and follows in-place weight updates."""
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config(cell, attention, vocab_size=12, hidden=16)).eval()
+    x, xl = torch.randn(3, 37, 40), torch.tensor([37, 20, 9])
+    tgt_in = torch.randint(3, 12, (3, 6))
+
+    def stepped():
+        with torch.inference_mode():
+            enc = m.encode(x, xl)
+            mem = m.decoder.prepare(enc)
+            state, out = m.decoder.init_state(enc, mem), []
+            for t in range(tgt_in.size(1)):
+                logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
+                out.append(logits)
+        return torch.stack(out, dim=1)
+
+    ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()  # gradients on: the training path
+    torch.testing.assert_close(stepped(), ref, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # what an optimizer step does
+        for p in m.decoder.parameters():
+            p.mul_(1.25)
+    ref2 = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
+    assert not torch.allclose(ref, ref2, atol=1e-3)
+    torch.testing.assert_close(stepped(), ref2, atol=1e-5, rtol=1e-4)
+
+
 def test_location_attention_refuses_parallel_path():
     m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16))
     enc = m.encode(torch.randn(2, 20, 40), torch.tensor([20, 11]))
@@ -236,3 +266,41 @@ def test_step_loop_does_no_host_syncs(attention, tf):
         logits.sum().backward()
     names = {e.key for e in prof.key_averages()}
     assert not names & {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero"}, names
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
+    """The CPU encoder's one-call-per-layer padded run computes what packed sequences compute: the same
+    outputs (zero past each length), final states and gradients w.r.t. inputs and every weight."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+
+    torch.manual_seed(0)
+    rnn = make_rnn(cell, 6, 8, 2, bidirectional=bidirectional)
+    lengths = torch.tensor([5, 11, 1, 11, 7])
+    x = torch.randn(5, 11, 6) * 3
+    x[0, 5:] = 50.0  # loud garbage in the padding must not leak
+    probe = torch.randn(5, 11, 8 * (2 if bidirectional else 1))
+
+    def run(fn):
+        xi = x.clone().requires_grad_(True)
+        out, final = fn(xi)
+        finals = final if isinstance(final, tuple) else (final,)
+        loss = (out * probe).sum() + sum((f * f).sum() for f in finals)  # gradients through finals too
+        grads = torch.autograd.grad(loss, [xi, *rnn.parameters()])
+        return out, finals, grads
+
+    def packed(xi):
+        out, final = rnn(pack_padded_sequence(xi, lengths, batch_first=True, enforce_sorted=False))
+        return pad_packed_sequence(out, batch_first=True, total_length=11)[0], final
+
+    out_p, fin_p, g_p = run(packed)
+    out_o, fin_o, g_o = run(lambda xi: run_rnn_padded(rnn, xi, lengths))
+    torch.testing.assert_close(out_o, out_p, atol=1e-5, rtol=1e-4)
+    assert out_o[0, 5:].abs().sum() == 0 and out_o[2, 1:].abs().sum() == 0
+    for a, b in zip(fin_o, fin_p):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(g_o, g_p):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from asr_s2s.transcribe import (VADConfig, _Source, find_audio, format_timestamp, iter_segments, model_max_segment,
                                 render_transcript, speech_segments, truncate_repetitions, write_transcript)
@@ -248,6 +249,10 @@ def test_bundled_default_model_needs_no_flag(fsdd_dir):
     got = [json.loads(line)["text"] for line in res.stdout.splitlines()]
     assert len(got) == 10
     assert sum(g == words[i] for i, g in enumerate(got)) >= 9  # official test-split recordings (0-4)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the bf16 encoder hears the same digits
+        res = _cli("--format", "json", "--precision", "bf16", *map(str, files))
+        assert res.returncode == 0, res.stderr
+        assert [json.loads(line)["text"] for line in res.stdout.splitlines()] == got
 
 
 

@@ -228,8 +228,37 @@ class Decoder(nn.Module):
              ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step for a batch of hypotheses: tokens (N,) long (the previous output) ->
         logits (N, V), new state, attention weights (N, T)."""
+        if self._fused_cell and not (self.training or torch.is_grad_enabled()):
+            return self._search_step(tokens, state, mem)
         feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
         return self.output(feats), state, w
+
+    def _search_step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory
+                     ) -> tuple[Tensor, DecoderState, Tensor]:
+        """`step` of the input-feeding LSTM decoder in inference: the embedding's share of the gates
+        (with both biases) is a per-token table and [context; h] meets the rest of the weights in one
+        addmm (see _search_weights): one product per step instead of two, none for the embedding."""
+        table, w_rec = self._search_weights()
+        w, att = self.attention.align(state.h[0], mem, state.att)
+        ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
+        gates = torch.addmm(table.index_select(0, tokens), torch.cat([ctx, state.h[0]], dim=1), w_rec)
+        s, c = _lstm_pointwise(gates, state.c[0])
+        return self.output(self._features(s, ctx)), DecoderState(s[None], c[None], att), w
+
+    def _search_weights(self) -> tuple[Tensor, Tensor]:
+        """(V, 4H) gate pre-activations of every token's embedding plus both biases, and the ([ctx; h], 4H)
+        recurrent weights; built once and rebuilt only when a weight changes (moved, loaded, trained)."""
+        r, e_dim = self.rnn, self.cfg.embed_dim
+        params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cache = self.__dict__.get("_search_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
+                table = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, self.embed.weight, w_emb.t())
+                w_rec = torch.cat([w_ctx, r.weight_hh_l0], dim=1).t().contiguous()
+            cache = self.__dict__["_search_cache"] = (key, table, w_rec)
+        return cache[1], cache[2]
 
     # ---- training forward --------------------------------------------------------------------
     def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,
