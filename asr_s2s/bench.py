@@ -125,6 +125,18 @@ def measure_peak(repeats: int, quick: bool = False) -> dict[str, Any]:
                 out["onednn_linear"][str(n)] = _best_rate(onednn, 2.0 * n**3 * inner, repeats)
     except Exception as exc:  # pragma: no cover - builds without oneDNN
         out["onednn_error"] = repr(exc)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # what bf16 autocast (amp: bf16) can reach
+        out["bf16_mm"] = {}
+        for n in sizes:
+            a, b, c = (torch.randn(n, n, dtype=torch.bfloat16) for _ in range(3))
+            inner = max(1, int(2 * budget / (2.0 * n**3)))
+
+            def mm_bf16() -> None:
+                for _ in range(inner):
+                    torch.mm(a, b, out=c)
+
+            out["bf16_mm"][str(n)] = _best_rate(mm_bf16, 2.0 * n**3 * inner, repeats)
+        out["bf16_peak_gflops"] = max(v["best"] for v in out["bf16_mm"].values())
     cases = [v["best"] for group in ("mm", "onednn_linear") for v in out[group].values()]
     out["peak_gflops"] = max(cases)
     out["peak_gflops_median"] = max(v["median"] for group in ("mm", "onednn_linear") for v in out[group].values())
@@ -209,7 +221,7 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
     model = tr.model
     res: dict[str, Any] = {"config": str(REFERENCE_CONFIG.name), "overrides": sets[2:] + list(overrides),
                            "params": tr.num_params, "batches_per_epoch": per_epoch,
-                           "max_frames": cfg.data.max_frames, "setup_s": setup_s, "epochs": []}
+                           "max_frames": cfg.data.max_frames, "amp": cfg.amp, "setup_s": setup_s, "epochs": []}
     rss_peak = rss_mb()
 
     def run_epoch(epoch: int, limit: int | None = None) -> dict[str, Any]:
@@ -363,6 +375,8 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
                                        overrides=list(overrides))
         res["params"] = res["train"]["params"]
         res["train"]["fraction_of_peak"] = res["train"]["gflops"]["median"] / res["peak"]["peak_gflops"]
+        if "bf16_peak_gflops" in res["peak"]:
+            res["train"]["fraction_of_bf16_peak"] = res["train"]["gflops"]["median"] / res["peak"]["bf16_peak_gflops"]
         model = tr.model
         if model_path:
             from .model import load_model
@@ -397,8 +411,13 @@ def format_table(res: dict[str, Any]) -> str:
         ("reference model parameters", f"{res['params']:,}"),
         ("fp32 peak, torch.mm (MKL)", " / ".join(f"{n}: {v['best']:.0f}" for n, v in p["mm"].items()) + " GFLOP/s (best)"),
         ("fp32 peak, oneDNN linear", " / ".join(f"{n}: {v['best']:.0f}" for n, v in p["onednn_linear"].items()) + " GFLOP/s (best)"),
+        ("bf16 peak, torch.mm (oneDNN)", " / ".join(f"{n}: {v['best']:.0f}" for n, v in p.get("bf16_mm", {}).items())
+         + " GFLOP/s (best)" if "bf16_mm" in p else "not measured (no native bf16)"),
         ("training, audio-s per s", ms(t["audio_s_per_s"]) + f"  (steps only {t['audio_s_per_s_steps_only']['median']:.4g})"),
-        ("training, GFLOP/s (3x fwd)", ms(t["gflops"]) + f"  = {100 * t['fraction_of_peak']:.1f}% of {p['peak_gflops']:.0f}"),
+        ("training, GFLOP/s (3x fwd)", ms(t["gflops"]) + f"  = {100 * t['fraction_of_peak']:.1f}% of {p['peak_gflops']:.0f}"
+         + (f" (fp32 peak), {100 * t['fraction_of_bf16_peak']:.1f}% of {p['bf16_peak_gflops']:.0f} (bf16 peak)"
+            if "fraction_of_bf16_peak" in t else "")),
+        ("training precision", "fp32" if t.get("amp", "none") == "none" else f"{t['amp']} autocast (amp: {t['amp']})"),
         ("training FLOP per audio-s", f"{t['train_gflop_per_audio_s']:.3f} GFLOP"),
         ("peak RSS while training", f"{t['peak_rss_mb_sampled']:.0f} MiB sampled, ru_maxrss {t['ru_maxrss_mb_after_training']:.0f} MiB"),
         ("log-mel extraction, audio-s per s", ms(f["audio_s_per_s"])),

@@ -70,7 +70,7 @@ class TrainConfig:
     max_minutes: Optional[float] = None  # wall-clock training budget
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16 (GPU)
+    amp: str = "none"  # none | bf16 (GPU, or a CPU with native bf16: AVX512-BF16 / AMX) | fp16 (GPU only)
     threads: Optional[int] = None
     teacher_forcing: float = 1.0  # ratio at the start ...
     teacher_forcing_final: float = 1.0  # ... and after teacher_forcing_steps (scheduled sampling)

@@ -119,15 +119,18 @@ class ASRModel(nn.Module):
         return out
 
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
-                   beam: int = 1, batch_size: int = 16, long_form: bool = True) -> Union[Transcript, list[Transcript]]:
+                   beam: int = 1, batch_size: int = 16, long_form: bool = True, precision: str = "fp32"
+                   ) -> Union[Transcript, list[Transcript]]:
         """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
         a list gives a list. Recordings longer than the model's training utterances are split at
-        silences (see :mod:`asr_s2s.transcribe`)."""
+        silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder in bfloat16
+        (see :mod:`asr_s2s.seq2seq.search`)."""
         from .transcribe import transcribe_inputs
 
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
-        results = transcribe_inputs(self, items, sample_rate=sample_rate, beam=beam, batch_size=batch_size, long_form=long_form)
+        results = transcribe_inputs(self, items, sample_rate=sample_rate, beam=beam, batch_size=batch_size,
+                                    long_form=long_form, precision=precision)
         return results[0] if single else results
 
     def translate(self, sentences: Sequence[str], beam: int = 1, batch_size: int = 64) -> list[str]:

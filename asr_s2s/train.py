@@ -335,7 +335,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = cfg.optim.lr * factor
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-               if cfg.amp != "none" and self.device.type == "cuda" else nullcontext())
+               if cfg.amp == "bf16" or (cfg.amp == "fp16" and self.device.type == "cuda") else nullcontext())
         with amp:
             # ASRModel.forward is its loss; calling through the DDP wrapper synchronises gradients.
             out = model(src, src_lens, tgt, tgt_lens, teacher_forcing=self.teacher_forcing())

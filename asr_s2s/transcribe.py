@@ -383,7 +383,7 @@ def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | Non
 def transcribe_inputs(model: Any, items: Sequence[Any], sample_rate: int | None = None, beam: int = 1,
                       batch_size: int = 16, long_form: bool = True, **opts: Any) -> list:
     """Paths or arrays -> one Transcript each (raises AudioError on unusable audio). Options as
-    :func:`iter_transcripts` (``max_segment``, ``vad``, ``repetition``, ``max_len_ratio``)."""
+    :func:`iter_transcripts` (``max_segment``, ``vad``, ``repetition``, ``max_len_ratio``, ``precision``)."""
     out = [None] * len(items)
     for idx, t in iter_transcripts(model, items, sample_rate=sample_rate, beam=beam, batch_size=batch_size,
                                    long_form=long_form, **opts):

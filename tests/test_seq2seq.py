@@ -304,3 +304,25 @@ def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     for a, b in zip(g_o, g_p):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("attention", ["location", "dot"])
+def test_bf16_autocast_training_step_matches_fp32_gradients(attention):
+    """Training under bf16 autocast (config amp: bf16) runs forward and backward through every path,
+    including the location decoder's deferred-gradient loop, and its gradients point where fp32's do."""
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", attention, vocab_size=12, hidden=32))
+    x, xl = torch.randn(3, 37, 40), torch.tensor([37, 20, 9])
+    y, yl = torch.randint(3, 12, (3, 6)), torch.tensor([6, 4, 5])
+
+    def grads(bf16: bool) -> torch.Tensor:
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = m.loss(x, xl, y, yl)["loss"]
+        loss.float().backward()
+        return torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+
+    ref, low = grads(False), grads(True)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all() and low.numel() == ref.numel()
+    assert torch.nn.functional.cosine_similarity(ref, low, dim=0) > 0.99

@@ -102,7 +102,8 @@ class _StepProducts:
         return _StepProduct.apply(a, shared, self)
 
     def grad(self) -> Tensor:
-        g = [a.new_zeros(a.size(0), self.out_dim) if gi is None else gi for a, gi in zip(self.a, self.g)]
+        # Under autocast the step products (and their gradients) may be bf16/fp16: one dtype for the product.
+        g = [a.new_zeros(a.size(0), self.out_dim) if gi is None else gi.to(a.dtype) for a, gi in zip(self.a, self.g)]
         if self.kind == "mm":
             return torch.cat(self.a).t() @ torch.cat(g)
         return torch.bmm(torch.stack(self.a, dim=2), torch.stack(g, dim=1))  # (B,T,U) @ (B,U,H)
@@ -132,6 +133,7 @@ class _StepProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (shared,) = ctx.saved_tensors
+        shared = shared.to(grad.dtype)  # autocast's forward product may have run in bf16/fp16
         ctx.rec.g[ctx.i] = grad
         if ctx.rec.kind == "mm":
             return grad @ shared.t(), None, None
