@@ -422,12 +422,11 @@ def format_table(res: dict[str, Any]) -> str:
         ("peak RSS while training", f"{t['peak_rss_mb_sampled']:.0f} MiB sampled, ru_maxrss {t['ru_maxrss_mb_after_training']:.0f} MiB"),
         ("log-mel extraction, audio-s per s", ms(f["audio_s_per_s"])),
     ]
-    for name in ("greedy_bs1", "greedy_bs16", "beam4_bs16", "beam4_bs1", "greedy_bs1_bf16", "greedy_bs16_bf16",
-                 "beam4_bs16_bf16"):
-        if name in d:
-            rows.append((f"decode RTF {name}, as emitted", ms(d[name]["rtf"]) + f"  ({d[name]['mean_hyp_tokens']:.1f} "
-                                                                             "tokens/utt emitted, 1 pass)"))
-            rows.append((f"decode RTF {name}, reference length", ms(d[name]["rtf_reference_length"])
+    for name, case in d.items():
+        if isinstance(case, dict):  # the decoding cases, in the order they ran
+            rows.append((f"decode RTF {name}, as emitted", ms(case["rtf"]) + f"  ({case['mean_hyp_tokens']:.1f} "
+                                                                            "tokens/utt emitted, 1 pass)"))
+            rows.append((f"decode RTF {name}, reference length", ms(case["rtf_reference_length"])
                          + f"  ({d['mean_reference_tokens']:.1f} tokens/utt incl. eos)"))
     rows.append(("1-min load average", f"start {res['load1_start']:.2f}, training {ms(t['load1'])}, end {res['load1_end']:.2f}"))
     w = max(len(k) for k, _ in rows)

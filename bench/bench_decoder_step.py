@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from asr_s2s.bench import _timings
 from asr_s2s.model import load_model
 from asr_s2s.seq2seq.encoder import EncoderOutput
 from asr_s2s.seq2seq.search import encode
@@ -47,12 +47,7 @@ def step_ms(model, n: int, t: int, steps: int = 20, repeats: int = 15) -> dict:
                 logits, state, _ = dec.step(tok, state, mem)
                 logits.log_softmax(-1).max(-1)
 
-        run()
-        ms = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            ms.append((time.perf_counter() - t0) / steps * 1e3)
+        ms = [t / steps * 1e3 for t in _timings(run, repeats)]
     return {"n": n, "frames": t, "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms)}
 
 
@@ -70,14 +65,13 @@ def encoder_rtf(model, dev: Path, batch: int = 16, repeats: int = 3) -> dict:
         batches.append((model.prepare_source(feats, lens), lens))
     out = {"utterances": len(waves), "audio_s": audio, "batch": batch}
     for precision in ("fp32", "bf16"):
-        rtfs = []
-        with torch.inference_mode():
-            for rep in range(repeats + 1):
-                t0 = time.perf_counter()
+
+        def run(precision: str = precision) -> None:
+            with torch.inference_mode():
                 for src, lens in batches:
                     encode(model.seq2seq, src, lens, precision)
-                if rep:  # the first pass warms oneDNN's primitive cache
-                    rtfs.append((time.perf_counter() - t0) / audio)
+
+        rtfs = [t / audio for t in _timings(run, repeats)]  # the untimed first pass warms oneDNN's primitive cache
         out[precision] = {"median": statistics.median(rtfs), "min": min(rtfs), "max": max(rtfs)}
     return out
 

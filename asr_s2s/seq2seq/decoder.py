@@ -241,8 +241,7 @@ class Decoder(nn.Module):
         (with both biases) is a per-token table and [context; h] meets the rest of the weights in one
         addmm (see _search_weights): one product per step instead of two, none for the embedding."""
         table, w_rec = self._search_weights()
-        w, att = self.attention.align(state.h[0], mem, state.att)
-        ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
+        ctx, w, att = self.attention(state.h[0], mem, state.att)
         gates = torch.addmm(table.index_select(0, tokens), torch.cat([ctx, state.h[0]], dim=1), w_rec)
         s, c = _lstm_pointwise(gates, state.c[0])
         return self.output(self._features(s, ctx)), DecoderState(s[None], c[None], att), w

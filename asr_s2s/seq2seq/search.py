@@ -20,8 +20,8 @@ Greedy reports the same normalised score, so beam width 1 equals greedy exactly.
 Precision: with `precision="bf16"` the encoder runs under bfloat16 autocast (its LSTMs, convolutions and
 linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its outputs are cast
 back to fp32; the search steps stay fp32: they are small, latency-bound ops where casts cost more than
-they save (a bf16 gate product measured no faster in the step loop). On CPUs without native bf16 this is
-slower than fp32.
+they save (a bf16 gate product measured no faster in the step loop). CPUs without native bf16 emulate it
+(not measured here; expect it slower than fp32).
 """
 
 from __future__ import annotations
