@@ -147,10 +147,17 @@ def test_search_leaves_training_mode_and_grad_alone(trained):
 
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
-def test_bf16_decoding_matches_fp32(trained):
-    """precision="bf16" (the encoder under bf16 autocast) decodes what fp32 decodes on the trained model's
-    training and held-out utterances, with scores within bf16 rounding; an unknown precision is refused."""
+@pytest.mark.parametrize("pack_all", [False, True])
+def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
+    """precision="bf16" (the encoder under bf16 autocast; with pack_all, also the search step's gate product,
+    as on a full-size model) decodes what fp32 decodes on the trained model's training and held-out
+    utterances, with scores within bf16 rounding; an unknown precision is refused."""
+    from asr_s2s.seq2seq import decoder, packed
+
     m, (x, xl), (hx, hxl) = trained
+    if pack_all:
+        monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
+    decoder._SEARCH_CACHE.clear()
     for src, lens in ((x, xl), (hx, hxl)):
         for beam in (1, 3):
             ref = m.beam_search(src, lens, beam=beam) if beam > 1 else m.greedy(src, lens)
@@ -159,5 +166,7 @@ def test_bf16_decoding_matches_fp32(trained):
             same = sum(a == b for a, b in zip(ref.tokens, low.tokens))
             assert same >= len(ref.tokens) - 1, (beam, ref.tokens, low.tokens)
             torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
+    gate_dtype = decoder._SEARCH_CACHE[m.decoder][1].gates.weight.dtype  # the last search ran in bf16
+    assert gate_dtype == (torch.bfloat16 if pack_all else torch.float32)
     with pytest.raises(ValueError, match="precision"):
         m.greedy(x, xl, precision="fp8")

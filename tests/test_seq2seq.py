@@ -3,6 +3,8 @@ real FSDD audio (and made-up char-level text pairs) with every cell x attention.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import yaml
@@ -99,6 +101,120 @@ def test_search_step_equals_the_training_forward(cell, attention):
     ref2 = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
     assert not torch.allclose(ref, ref2, atol=1e-3)
     torch.testing.assert_close(stepped(), ref2, atol=1e-5, rtol=1e-4)
+    copy.deepcopy(m)  # the search cache (packed weights cannot be copied) stays outside the module
+
+
+def test_search_step_with_packed_weights(monkeypatch):
+    """The search step with every product on a oneDNN-packed weight (forced here: the tiny model's weights are
+    below the size where packing pays) gives the training forward's logits, also after a weight update."""
+    from asr_s2s.seq2seq import decoder as dec_mod
+    from asr_s2s.seq2seq import packed
+
+    monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16)).eval()
+    x, xl = torch.randn(3, 37, 40), torch.tensor([37, 20, 9])
+    tgt_in = torch.randint(3, 12, (3, 6))
+    for scale in (1.0, 1.25):
+        with torch.no_grad():
+            for p in m.decoder.parameters():
+                p.mul_(scale)
+        ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
+        with torch.inference_mode():
+            enc = m.encode(x, xl)
+            mem = m.decoder.prepare(enc)
+            state, out = m.decoder.init_state(enc, mem), []
+            for t in range(tgt_in.size(1)):
+                logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
+                out.append(logits)
+        torch.testing.assert_close(torch.stack(out, dim=1), ref, atol=1e-5, rtol=1e-4)
+    weights = dec_mod._SEARCH_CACHE[m.decoder][1]
+    assert (weights.gates.packed is not None) == packed.can_pack(weights.gates.weight)
+
+
+def test_traced_search_step_holds_no_packed_weights(monkeypatch):
+    """Export traces `step`: the traced graph is the plain step (an opaque packed oneDNN tensor can be neither
+    saved nor exported), whether the search cache is empty (a freshly loaded model) or holds packed weights."""
+    from asr_s2s.seq2seq import packed
+    from asr_s2s.seq2seq.decoder import DecoderState
+
+    monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16)).eval().requires_grad_(False)
+    with torch.no_grad():
+        enc = m.encode(torch.randn(2, 29, 40), torch.tensor([29, 17]))
+        mem = m.decoder.prepare(enc)
+        st = m.decoder.init_state(enc, mem)
+        tok = torch.tensor([3, 5])
+
+        def step(tok, h, c, att):
+            return m.decoder.step(tok, DecoderState(h, c, att), mem)[0]
+
+        cold = torch.jit.trace(step, (tok, st.h, st.c, st.att), check_trace=False)
+        eager = m.decoder.step(tok, st, mem)[0]  # fills the cache with packed weights
+        warm = torch.jit.trace(step, (tok, st.h, st.c, st.att), check_trace=False)
+        for traced in (cold, warm):
+            assert "mkldnn" not in str(traced.graph)
+            torch.testing.assert_close(traced(tok, st.h, st.c, st.att), eager, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16, 64])
+def test_packed_linear_equals_linear(rows):
+    from asr_s2s.seq2seq.packed import PackedLinear, can_pack
+
+    torch.manual_seed(0)
+    w, b, x, other = torch.randn(48, 40), torch.randn(48), torch.randn(rows, 40), torch.randn(rows, 48)
+    lin = PackedLinear(w, b, min_elements=0)
+    assert (lin.packed is not None) == can_pack(w)
+    ref = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(lin(x), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lin(x, act="tanh"), ref.tanh(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lin(x, add=other), ref + other, atol=1e-5, rtol=1e-5)
+    plain = PackedLinear(w, b)  # below the default size: stays F.linear
+    assert plain.packed is None
+    torch.testing.assert_close(plain(x, add=other), ref + other)
+    with pytest.raises(ValueError):
+        lin(x, act="relu")
+
+
+def test_fused_location_loop_gradients_equal_the_plain_step_loop(monkeypatch):
+    """The LSTM/location decoder's fused teacher-forced loop (deferred weight gradients, re-laid-out products)
+    computes the loss and every gradient of the plain loop through nn.LSTM and the attention module."""
+    from asr_s2s.seq2seq.decoder import Decoder
+
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16)).double().eval()
+    x, xl = torch.randn(3, 37, 40, dtype=torch.float64), torch.tensor([37, 20, 9])
+    y, yl = torch.randint(4, 12, (3, 5)), torch.tensor([5, 2, 3])
+
+    def loss_and_grads():
+        m.zero_grad()
+        logits, _ = m(x, xl, y, yl)
+        loss = logits.log_softmax(-1).square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+    assert m.decoder._fused_cell
+    fused = loss_and_grads()
+    monkeypatch.setattr(Decoder, "_fused_cell", property(lambda self: False))
+    plain = loss_and_grads()
+    torch.testing.assert_close(fused[0], plain[0])
+    for gf, gp in zip(fused[1], plain[1]):
+        torch.testing.assert_close(gf, gp)
+
+
+def test_cpu_dropout_keeps_one_minus_p_and_scales():
+    from asr_s2s.seq2seq.encoder import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, 0.2)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+    assert dropout(x, 0.2, training=False) is x and dropout(x, 0.0) is x
 
 
 def test_location_attention_refuses_parallel_path():

@@ -32,6 +32,25 @@ def make_rnn(cell: str, input_size: int, hidden: int, layers: int, *, bidirectio
                        bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
 
 
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """``F.dropout`` (inverted: kept values scaled by 1/(1-p)), with the CPU mask drawn by ``torch.rand``:
+    torch's CPU ``bernoulli_`` draws one number at a time, 17 ms for a (51, 98, 512) mask against 7 ms for
+    ``rand`` (2 threads), and the encoder's dropouts run on tensors that size every training batch."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return nn.functional.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, device=x.device) >= p  # fp32 uniforms also under autocast: P(keep) = 1 - p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through `dropout` (same module name and state, faster mask on CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 def lengths_mask(lengths: Tensor, max_len: int) -> Tensor:
     """(B,) lengths -> (B, max_len) bool, True on real positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
@@ -158,7 +177,7 @@ class Encoder(nn.Module):
             rnn_in = cfg.input_dim * cfg.subsample_factor
         else:
             self.subsample, rnn_in = None, cfg.input_dim
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(cfg.cell, rnn_in, cfg.hidden, cfg.layers, bidirectional=cfg.bidirectional,
                             dropout=cfg.dropout)
 
@@ -274,7 +293,7 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
             outs.append(out)
         inp = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
-            inp = torch.nn.functional.dropout(inp, rnn.dropout, training=True)
+            inp = dropout(inp, rnn.dropout)
     states = inp * mask[:, :, None].to(inp.dtype)
     h = torch.cat(hs, dim=0)
     return states, ((h, torch.cat(cs, dim=0)) if is_lstm else h)

@@ -19,9 +19,10 @@ Greedy reports the same normalised score, so beam width 1 equals greedy exactly.
 
 Precision: with `precision="bf16"` the encoder runs under bfloat16 autocast (its LSTMs, convolutions and
 linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its outputs are cast
-back to fp32; the search steps stay fp32: they are small, latency-bound ops where casts cost more than
-they save (a bf16 gate product measured no faster in the step loop). CPUs without native bf16 emulate it
-(not measured here; expect it slower than fp32).
+back to fp32. The search steps stay fp32 (small, latency-bound ops where casts cost more than they
+save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
+packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16
+emulate the encoder's bf16 (not measured here; expect it slower than fp32).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
         n_emit = torch.zeros_like(tok)
         toks, weights = [], []
         for t in range(steps):
-            logits, state, w = dec.step(tok, state, mem)
+            logits, state, w = dec.step(tok, state, mem, precision)
             best_lp, best = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
             score = score + torch.where(alive, best_lp, torch.zeros_like(best_lp))
             n_emit = n_emit + alive.long()
@@ -194,7 +195,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         base = (torch.arange(b, device=dev) * k)[:, None]
         tok_hist, bp_hist, att_hist = [], [], []
         for t in range(steps):
-            logits, state, w = dec.step(tok, state, mem)
+            logits, state, w = dec.step(tok, state, mem, precision)
             v = logits.size(-1)
             cand = cum[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(b, k, v)
             top, idx = cand.view(b, k * v).topk(k, dim=-1)  # (B, K)
