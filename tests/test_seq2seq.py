@@ -128,7 +128,7 @@ def test_search_step_with_packed_weights(monkeypatch):
                 logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
                 out.append(logits)
         torch.testing.assert_close(torch.stack(out, dim=1), ref, atol=1e-5, rtol=1e-4)
-    weights = dec_mod._SEARCH_CACHE[m.decoder][1]
+    weights = dec_mod._SEARCH_CACHE[m.decoder][torch.float32][1]
     assert (weights.gates.packed is not None) == packed.can_pack(weights.gates.weight)
 
 

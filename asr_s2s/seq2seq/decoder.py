@@ -30,8 +30,8 @@ context-vector encoder-decoder.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 import weakref
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -154,8 +154,8 @@ class _SearchWeights(NamedTuple):
     output: PackedLinear  # hidden -> V
 
 
-# Decoder -> (weights' identity, _SearchWeights); weak, so a dropped model frees its packed weights.
-_SEARCH_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+# Decoder -> {gate dtype: (weights' identity, _SearchWeights)}; weak, so a dropped model frees its packed weights.
+_SEARCH_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -288,8 +288,9 @@ class Decoder(nn.Module):
         params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, att.query.weight,
                   self.combine.weight, self.combine.bias, self.output.weight, self.output.bias)
         gate_dtype = torch.bfloat16 if bf16 and can_pack(r.weight_hh_l0, torch.bfloat16) else torch.float32
-        key = (gate_dtype, tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
-        cached = _SEARCH_CACHE.get(self)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        per_dtype = _SEARCH_CACHE.setdefault(self, {})
+        cached = per_dtype.get(gate_dtype)
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
@@ -302,7 +303,7 @@ class Decoder(nn.Module):
                                          PackedLinear(2 * att.query.weight),
                                          PackedLinear(self.combine.weight, self.combine.bias),
                                          PackedLinear(self.output.weight, self.output.bias))
-            cached = _SEARCH_CACHE[self] = (key, weights)
+            cached = per_dtype[gate_dtype] = (key, weights)
         return cached[1]
 
     # ---- training forward --------------------------------------------------------------------
