@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import ATTENTIONS, AttentionMemory, make_attention
-from .encoder import CELLS, EncoderConfig, EncoderOutput, make_rnn
+from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
 from .packed import PackedLinear, can_pack
 
 
@@ -178,7 +178,7 @@ class Decoder(nn.Module):
         self.rnn = make_rnn(cfg.cell, cfg.embed_dim + (ctx if self.input_feeding else 0), cfg.hidden, cfg.layers,
                             dropout=cfg.dropout)
         self.combine = nn.Linear(cfg.hidden + ctx, cfg.hidden) if ctx else None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden, vocab_size)
         self.is_lstm = cfg.cell == "lstm"
         if cfg.bridge:
