@@ -4,7 +4,8 @@ A search step multiplies a few rows (1 per utterance for greedy, K for beam) by 
 matrices, once per output token. ``torch.addmm`` / ``F.linear`` hand oneDNN a plain row-major weight
 on every call, which it re-blocks for its kernels each time; a weight packed once in oneDNN's own
 layout (``torch.ops.mkldnn._reorder_linear_weight``, what TorchInductor's CPU freezing uses) skips
-that. Measured on this project's 2-core AVX-512 box, (N x 832) @ (832 x 1280), 2 threads:
+that. Measured on this project's 2-core AVX-512 box (one-off timings, medians of 300 calls),
+(N x 832) @ (832 x 1280), 2 threads:
 N = 1: 113 -> 53 us, N = 16: 338 -> 192 us, N = 64: 1009 -> 653 us (fp32). The arithmetic is fp32
 as before (results differ from F.linear only in summation order, ~1e-7 relative). The packed op costs
 ~20 us per call whatever the size, so small weights stay plain: (1 x 320) @ (320 x 31) takes 4 us
@@ -41,8 +42,7 @@ MIN_PACKED_ELEMENTS = 1 << 19
 class PackedLinear:
     """y = act(x W^T + b) [+ other]: W (out, in) and b (out,) are copied (detached) in `dtype` and W is
     packed once if it has at least `min_elements` (default MIN_PACKED_ELEMENTS) entries; x (N, in) must have
-    that dtype. Inference only
-    (no autograd through the packed op)."""
+    that dtype. Inference only (no autograd through the packed op)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, dtype: torch.dtype = torch.float32,
                  rows_hint: int = 16, min_elements: int | None = None) -> None:
