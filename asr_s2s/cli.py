@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: run the encoder in bfloat16 (faster on CPUs with AVX512-BF16/AMX and on GPUs)")
+                   help="bf16: run the encoder and the decoder's largest product in bfloat16 "
+                        "(faster on CPUs with AVX512-BF16/AMX and on GPUs)")
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
     p.set_defaults(func=_cmd_transcribe)
 

@@ -123,8 +123,8 @@ class ASRModel(nn.Module):
                    ) -> Union[Transcript, list[Transcript]]:
         """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
         a list gives a list. Recordings longer than the model's training utterances are split at
-        silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder in bfloat16
-        (see :mod:`asr_s2s.seq2seq.search`)."""
+        silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder (and the
+        LSTM/location decoder's gate product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`)."""
         from .transcribe import transcribe_inputs
 
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))

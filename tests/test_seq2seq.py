@@ -73,6 +73,18 @@ def test_parallel_teacher_forcing_equals_step_loop(cell, attention):
     torch.testing.assert_close(wp, wl, atol=1e-6, rtol=1e-4)
 
 
+def _stepped_logits(m, x, xl, tgt_in):
+    """The logits search's `step` gives when fed tgt_in (B, U) one token at a time -> (B, U, V)."""
+    with torch.inference_mode():
+        enc = m.encode(x, xl)
+        mem = m.decoder.prepare(enc)
+        state, out = m.decoder.init_state(enc, mem), []
+        for t in range(tgt_in.size(1)):
+            logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
+            out.append(logits)
+    return torch.stack(out, dim=1)
+
+
 @pytest.mark.parametrize("cell,attention", [("lstm", "location"), ("gru", "location"), ("lstm", "additive"),
                                             ("rnn", "dot")])
 def test_search_step_equals_the_training_forward(cell, attention):
@@ -82,25 +94,14 @@ def test_search_step_equals_the_training_forward(cell, attention):
     m = Seq2Seq(tiny_config(cell, attention, vocab_size=12, hidden=16)).eval()
     x, xl = torch.randn(3, 37, 40), torch.tensor([37, 20, 9])
     tgt_in = torch.randint(3, 12, (3, 6))
-
-    def stepped():
-        with torch.inference_mode():
-            enc = m.encode(x, xl)
-            mem = m.decoder.prepare(enc)
-            state, out = m.decoder.init_state(enc, mem), []
-            for t in range(tgt_in.size(1)):
-                logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
-                out.append(logits)
-        return torch.stack(out, dim=1)
-
     ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()  # gradients on: the training path
-    torch.testing.assert_close(stepped(), ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(_stepped_logits(m, x, xl, tgt_in), ref, atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # what an optimizer step does
         for p in m.decoder.parameters():
             p.mul_(1.25)
     ref2 = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
     assert not torch.allclose(ref, ref2, atol=1e-3)
-    torch.testing.assert_close(stepped(), ref2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(_stepped_logits(m, x, xl, tgt_in), ref2, atol=1e-5, rtol=1e-4)
     copy.deepcopy(m)  # the search cache (packed weights cannot be copied) stays outside the module
 
 
@@ -120,14 +121,7 @@ def test_search_step_with_packed_weights(monkeypatch):
             for p in m.decoder.parameters():
                 p.mul_(scale)
         ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
-        with torch.inference_mode():
-            enc = m.encode(x, xl)
-            mem = m.decoder.prepare(enc)
-            state, out = m.decoder.init_state(enc, mem), []
-            for t in range(tgt_in.size(1)):
-                logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
-                out.append(logits)
-        torch.testing.assert_close(torch.stack(out, dim=1), ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(_stepped_logits(m, x, xl, tgt_in), ref, atol=1e-5, rtol=1e-4)
     weights = dec_mod._SEARCH_CACHE[m.decoder][torch.float32][1]
     assert (weights.gates.packed is not None) == packed.can_pack(weights.gates.weight)
 

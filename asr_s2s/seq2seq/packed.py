@@ -19,20 +19,26 @@ cache outside the module (see Decoder._search_weights), never in a state dict.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 
-def can_pack(weight: Tensor, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether a weight on this device can be packed for oneDNN in `dtype` (fp32 or bf16)."""
-    if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    if not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+@functools.lru_cache(maxsize=None)
+def _cpu_packing(dtype: torch.dtype) -> bool:
+    """What this process's torch build and CPU support (asked once: the search step asks every step)."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
         return False
     if dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return dtype == torch.float32
+
+
+def can_pack(weight: Tensor, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether a weight on this device can be packed for oneDNN in `dtype` (fp32 or bf16)."""
+    return weight.device.type == "cpu" and _cpu_packing(dtype)
 
 
 # Weights with fewer elements stay plain (see the module doc): 2 MB in fp32.
