@@ -293,13 +293,14 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
 
     def run(beam: int, bs: int, capped: bool, precision: str) -> list[int]:
         """What transcribe_waves does (sort by length, batch, log-mel, CMVN, search, detokenize); with
-        ``capped``, each batch's steps stop at its longest reference + eos: the decoding cost of a model
-        that stops where a trained one does (a step costs the same whatever the weights). -> tokens emitted."""
+        ``capped``, each utterance stops at its own reference length + eos: the decoding cost of a model
+        that stops where a trained one does (a step costs the same whatever the weights; greedy search
+        drops finished rows from its batch, so where each row stops matters). -> tokens emitted."""
         emitted = []
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
             feats, lens = model.features_of([waves[j] for j in idx])
-            opts = {"max_len": max(ref_len[j] for j in idx)} if capped else {}
+            opts = {"max_len": torch.tensor([ref_len[j] for j in idx])} if capped else {}
             res = model.decode(feats, lens, beam=beam, precision=precision, **opts)
             [model.tokenizer.decode(t) for t in res.tokens]
             emitted += res.lengths.tolist()

@@ -152,6 +152,7 @@ class _SearchWeights(NamedTuple):
     query: PackedLinear  # h -> 2 W_s h
     combine: PackedLinear  # [s; ctx] -> hidden
     output: PackedLinear  # hidden -> V
+    attention: tuple[Tensor, Tensor]  # LocationAttention.search_constants()
 
 
 # Decoder -> {gate dtype: (weights' identity, _SearchWeights)}; weak, so a dropped model frees its packed weights.
@@ -267,7 +268,7 @@ class Decoder(nn.Module):
         rest of the step stays fp32."""
         p = self._search_weights(bf16)
         h = state.h[0]
-        w, att = self.attention.align(h, mem, state.att, q2=p.query(h))
+        w, att = self.attention.align(h, mem, state.att, q2=p.query(h), consts=p.attention)
         ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
         x, rows = torch.cat([ctx, h], dim=1), p.table.index_select(0, tokens)
         if p.gates.weight.dtype == torch.float32:
@@ -281,12 +282,13 @@ class Decoder(nn.Module):
     def _search_weights(self, bf16: bool = False) -> "_SearchWeights":
         """The search step's weights: the (V, 4H) gate pre-activations of every token's embedding plus
         both biases, and products for the gates' [ctx; h] part (in bf16 if asked and native), the attention
-        query (times 2, see attention._energies), the combine layer and the output layer. Built once, rebuilt
-        when a weight changes (moved, loaded, trained). Kept outside the module: packed oneDNN tensors cannot
-        be copied."""
+        query (times 2, see attention._energies), the combine layer and the output layer; the attention's
+        constant factors. Built once, rebuilt when a weight changes (moved, loaded, trained). Kept outside the
+        module: packed oneDNN tensors cannot be copied."""
         r, e_dim, att = self.rnn, self.cfg.embed_dim, self.attention
         params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, att.query.weight,
-                  self.combine.weight, self.combine.bias, self.output.weight, self.output.bias)
+                  att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
+                  self.output.bias)
         gate_dtype = torch.bfloat16 if bf16 and can_pack(r.weight_hh_l0, torch.bfloat16) else torch.float32
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         per_dtype = _SEARCH_CACHE.setdefault(self, {})
@@ -302,7 +304,8 @@ class Decoder(nn.Module):
                 weights = _SearchWeights(table, gates,
                                          PackedLinear(2 * att.query.weight),
                                          PackedLinear(self.combine.weight, self.combine.bias),
-                                         PackedLinear(self.output.weight, self.output.bias))
+                                         PackedLinear(self.output.weight, self.output.bias),
+                                         att.search_constants())
             cached = per_dtype[gate_dtype] = (key, weights)
         return cached[1]
 
