@@ -142,8 +142,9 @@ def test_max_length_guard_stops_a_model_that_never_says_eos(attention):
 
 @pytest.mark.parametrize("attention", ["dot", "location"])
 def test_per_utterance_max_len_and_rows_leaving_the_greedy_batch(attention):
-    """One limit per utterance: rows stop at steps 1, 3 and 9, so greedy drops them from its batch on the way;
-    each row's tokens and attention are still the prefix of what it emits with a common limit."""
+    """One limit per utterance: rows stop at steps 1, 3 and 9, so greedy and beam search drop them from their
+    batch on the way; each row's result is still what it gets decoded alone (greedy: the prefix of what it
+    emits with a common limit)."""
     m = _untrained(attention)
     with torch.no_grad():
         m.decoder.output.bias[EOS] = -1e4
@@ -161,7 +162,13 @@ def test_per_utterance_max_len_and_rows_leaving_the_greedy_batch(attention):
         alone = m.greedy(x[i : i + 1, : xl[i]], xl[i : i + 1], max_len=n)
         assert alone.tokens[0] == g.tokens[i]
         torch.testing.assert_close(alone.scores[0], g.scores[i], atol=1e-5, rtol=1e-5)
-    assert m.beam_search(x, xl, beam=2, max_len=caps).lengths.tolist() == want
+    bs = m.beam_search(x, xl, beam=2, max_len=caps)  # utterances leave the beam batch as well
+    assert bs.lengths.tolist() == want
+    for i, n in enumerate(want):
+        alone = m.beam_search(x[i : i + 1, : xl[i]], xl[i : i + 1], beam=2, max_len=n)
+        assert alone.tokens[0] == bs.tokens[i]
+        torch.testing.assert_close(alone.scores[0], bs.scores[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone.attention[0], bs.attention[i], atol=1e-5, rtol=1e-5)
 
 
 def test_search_leaves_training_mode_and_grad_alone(trained):

@@ -226,13 +226,15 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         best_step = torch.zeros(b, dtype=torch.long, device=dev)
         best_slot = torch.zeros(b, dtype=torch.long, device=dev)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
-        base = (torch.arange(b, device=dev) * k)[:, None]
-        tok_hist, bp_hist, att_hist = [], [], []
+        utts = torch.arange(b, device=dev)  # original index of each utterance being stepped
+        final = [best.clone(), best_step.clone(), best_slot.clone()]
+        segments: list[tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]] = [(utts, [], [], [])]
         for t in range(steps):
+            nb = utts.numel()
             logits, state, w = dec.step(tok, state, mem, precision)
             v = logits.size(-1)
-            cand = cum[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(b, k, v)
-            top, idx = cand.view(b, k * v).topk(k, dim=-1)  # (B, K)
+            cand = cum[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(nb, k, v)
+            top, idx = cand.view(nb, k * v).topk(k, dim=-1)  # (B, K)
             origin, token = idx // v, idx % v
             valid = torch.isfinite(top)
             ends = valid & ((token == EOS) | (t + 1 >= limit)[:, None])
@@ -246,16 +248,43 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             cum = torch.where(ends | ~valid, torch.full_like(top, neg_inf), top)
             done = done | (cum.max(dim=-1).values / bound_lp <= best)
             cum = cum.masked_fill(done[:, None], neg_inf)
-            tok_hist.append(token)
-            bp_hist.append(origin)
-            att_hist.append(w.view(b, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1))))
-            if bool(done.all()):
+            segments[-1][1].append(token)
+            segments[-1][2].append(origin)
+            segments[-1][3].append(w.view(nb, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1))))
+            n_live = nb - int(done.sum())
+            if n_live == 0:
                 break
-            state = state.index_select((base + origin).view(-1))
+            state = state.index_select((torch.arange(nb, device=dev)[:, None] * k + origin).view(-1))
             tok = token.view(-1)
-        # Backtrack from each utterance's best finished hypothesis (step best_step, slot best_slot).
-        n = len(tok_hist)
-        toks, bps, atts = torch.stack(tok_hist), torch.stack(bp_hist), torch.stack(att_hist)  # (n, B, K[, T])
+            if n_live <= SHRINK_AT * nb:  # finished utterances leave the batch, as in greedy_search
+                for full, x in zip(final, (best, best_step, best_slot)):
+                    full[utts] = x
+                keep = (~done).nonzero()[:, 0]
+                utts, cum, best, best_step, best_slot, done, limit, bound_lp = (
+                    x[keep] for x in (utts, cum, best, best_step, best_slot, done, limit, bound_lp))
+                hyp_rows = (keep[:, None] * k + torch.arange(k, device=dev)).view(-1)
+                state, mem, tok = state.index_select(hyp_rows), mem.index_select(hyp_rows), tok[hyp_rows]
+                segments.append((utts, [], [], []))
+        for full, x in zip(final, (best, best_step, best_slot)):
+            full[utts] = x
+        best, best_step, best_slot = final
+        # Backtrack from each utterance's best finished hypothesis (step best_step, slot best_slot), on
+        # histories (n, B, K[, T]) of every utterance (zeros after an utterance left the batch: never read).
+        if len(segments) == 1:
+            toks, bps, atts = (torch.stack(h) for h in segments[0][1:])
+        else:
+            n = sum(len(seg[1]) for seg in segments)
+            t_max = segments[0][3][0].size(-1)
+            toks = torch.zeros(n, b, k, dtype=torch.long, device=dev)
+            bps = torch.zeros_like(toks)
+            atts = segments[0][3][0].new_zeros(n, b, k, t_max)
+            t0 = 0
+            for seg_utts, *hists in segments:
+                if hists[0]:
+                    for full, h in zip((toks, bps, atts), hists):
+                        full[t0:t0 + len(h), seg_utts] = torch.stack(h)
+                t0 += len(hists[0])
+        n = toks.size(0)
         out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
         out_att = atts.new_zeros(b, n, atts.size(-1))
         slot = best_slot.clone()
