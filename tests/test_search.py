@@ -204,3 +204,27 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
     assert gate_dtype == (torch.bfloat16 if pack_all else torch.float32)
     with pytest.raises(ValueError, match="precision"):
         m.greedy(x, xl, precision="fp8")
+
+
+def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
+    """encode(precision="bf16") runs a cached copy of the encoder with bf16 weights: the same output as the
+    encoder itself under bf16 autocast, bit for bit, and a new copy once a weight changes."""
+    from asr_s2s.seq2seq import search
+
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=24)).eval()
+    x, xl = _rand_batch()  # padded rows included
+    with torch.inference_mode():
+        twins = []
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                want = m.encode(x, xl)
+            got = search.encode(m, x, xl, "bf16")
+            assert got.states.dtype == torch.float32
+            assert torch.equal(got.states, want.states.float())
+            assert all(torch.equal(a, b.float()) for a, b in zip(got.final, want.final))
+            twins.append(search._BF16_ENCODERS[m.encoder][1])
+            assert twins[-1].rnn.weight_hh_l0.dtype == torch.bfloat16
+            assert search.encode(m, x, xl, "bf16") is not None and search._BF16_ENCODERS[m.encoder][1] is twins[-1]
+            with torch.no_grad():  # a changed weight (an optimizer step, a loaded checkpoint) is picked up
+                m.encoder.rnn.weight_hh_l0.mul_(1.5)
+        assert twins[1] is not twins[0]
