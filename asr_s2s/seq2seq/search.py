@@ -170,45 +170,43 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
         limit = max_lengths(enc.lengths, max_len, max_len_ratio)
         steps = int(limit.max())  # a host sync before the loop; then one per step (the live count)
         rows = torch.arange(b, device=dev)  # original index of each row being stepped
+        under = torch.arange(1, steps + 1, device=dev)[None, :] < limit[:, None]  # (B, steps): t + 1 < L_b
         tok = torch.full((b,), SOS, dtype=torch.long, device=dev)
         alive = torch.ones(b, dtype=torch.bool, device=dev)
-        score = torch.zeros(b, dtype=torch.float32, device=dev)
-        n_emit = torch.zeros_like(tok)
-        final_score, final_n = torch.zeros_like(score), torch.zeros_like(n_emit)
-        segments: list[tuple[Tensor, list[Tensor], list[Tensor]]] = [(rows, [], [])]  # (rows, tokens, weights)
+        # Per step only what decides the next one; a finished row keeps being fed its own argmax until it
+        # leaves (rows never interact), and its tokens, scores and counts are masked once, after the loop.
+        # Per segment of steps between two cuts: (rows, tokens, log-probs, emitting rows, attention weights).
+        segments: list[tuple[Tensor, list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = [(rows, [], [], [], [])]
         for t in range(steps):
             logits, state, w = dec.step(tok, state, mem, precision)
-            best_lp, best = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
-            score = score + torch.where(alive, best_lp, torch.zeros_like(best_lp))
-            n_emit = n_emit + alive.long()
-            tok = torch.where(alive, best, torch.full_like(best, PAD))
-            segments[-1][1].append(tok)
-            segments[-1][2].append(w)
-            alive = alive & (best != EOS) & (t + 1 < limit)
+            lp, tok = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
+            for hist, x in zip(segments[-1][1:], (tok, lp, alive, w)):
+                hist.append(x)
+            alive = (tok != EOS).logical_and_(alive).logical_and_(under[:, t])
             n_alive = int(alive.sum())
             if n_alive == 0:
                 break
             if n_alive <= SHRINK_AT * rows.numel():
-                final_score[rows], final_n[rows] = score, n_emit  # finished rows keep these
                 keep = alive.nonzero()[:, 0]
-                rows, tok, alive, score, n_emit, limit = (x[keep] for x in (rows, tok, alive, score, n_emit, limit))
+                rows, tok, alive, under = rows[keep], tok[keep], alive[keep], under[keep]
                 state, mem = state.index_select(keep), mem.index_select(keep)
-                segments.append((rows, [], []))
-        final_score[rows], final_n[rows] = score, n_emit
-        scores = final_score / length_penalty(final_n, length_norm, alpha)
-        if len(segments) == 1:  # nothing left the batch
-            out_tok, out_att = torch.stack(segments[0][1], 1), torch.stack(segments[0][2], 1).float()
-        else:
-            n = sum(len(seg[1]) for seg in segments)
-            out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
-            out_att = torch.zeros(b, n, t_max, device=dev)
-            t0 = 0
-            for seg_rows, toks, weights in segments:
-                if toks:
-                    out_tok[seg_rows, t0:t0 + len(toks)] = torch.stack(toks, 1)
-                    out_att[seg_rows, t0:t0 + len(toks)] = torch.stack(weights, 1).float()
-                t0 += len(toks)
-        return _result(out_tok, final_n, scores, out_att, enc.lengths)
+                segments.append((rows, [], [], [], []))
+        n = sum(len(seg[1]) for seg in segments)
+        out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
+        out_att = torch.zeros(b, n, t_max, device=dev)
+        score = torch.zeros(b, device=dev)
+        n_emit = torch.zeros(b, dtype=torch.long, device=dev)
+        t0 = 0
+        for seg_rows, toks, lps, emitted, weights in segments:
+            if toks:
+                on = torch.stack(emitted, 1)  # (rows, steps of the segment)
+                out_tok[seg_rows, t0:t0 + len(toks)] = torch.stack(toks, 1).masked_fill_(~on, PAD)
+                out_att[seg_rows, t0:t0 + len(toks)] = torch.stack(weights, 1).float()
+                score.index_add_(0, seg_rows, torch.stack(lps, 1).masked_fill_(~on, 0.0).sum(1))
+                n_emit.index_add_(0, seg_rows, on.sum(1))
+            t0 += len(toks)
+        scores = score / length_penalty(n_emit, length_norm, alpha)
+        return _result(out_tok, n_emit, scores, out_att, enc.lengths)
 
 
 def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 4, max_len: int | Tensor = 200,
