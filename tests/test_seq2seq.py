@@ -74,15 +74,20 @@ def test_parallel_teacher_forcing_equals_step_loop(cell, attention):
 
 
 def _stepped_logits(m, x, xl, tgt_in):
-    """The logits search's `step` gives when fed tgt_in (B, U) one token at a time -> (B, U, V)."""
+    """The logits search's `step` gives when fed tgt_in (B, U) one token at a time -> (B, U, V); `stepper()`
+    (what the searches call) gives the same, bit for bit."""
+    outs = []
     with torch.inference_mode():
-        enc = m.encode(x, xl)
-        mem = m.decoder.prepare(enc)
-        state, out = m.decoder.init_state(enc, mem), []
-        for t in range(tgt_in.size(1)):
-            logits, state, _ = m.decoder.step(tgt_in[:, t], state, mem)
-            out.append(logits)
-    return torch.stack(out, dim=1)
+        for step in (m.decoder.step, m.decoder.stepper()):
+            enc = m.encode(x, xl)
+            mem = m.decoder.prepare(enc)
+            state, out = m.decoder.init_state(enc, mem), []
+            for t in range(tgt_in.size(1)):
+                logits, state, _ = step(tgt_in[:, t], state, mem)
+                out.append(logits)
+            outs.append(torch.stack(out, dim=1))
+    assert torch.equal(outs[0], outs[1])
+    return outs[0]
 
 
 @pytest.mark.parametrize("cell,attention", [("lstm", "location"), ("gru", "location"), ("lstm", "additive"),

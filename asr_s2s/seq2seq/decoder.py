@@ -30,9 +30,10 @@ context-vector encoder-decoder.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -259,23 +260,35 @@ class Decoder(nn.Module):
         """One step for a batch of hypotheses: tokens (N,) long (the previous output) ->
         logits (N, V), new state, attention weights (N, T). precision "bf16": the LSTM/location decoder's
         gate product runs in bf16 in inference where the CPU has native bf16 (see _search_step)."""
-        # Export traces this method: the traced graph gets the plain step (the cached search weights hold
-        # opaque packed tensors, which a graph can neither save nor export).
-        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        if self._fused_cell and not (self.training or torch.is_grad_enabled() or tracing):
-            return self._search_step(tokens, state, mem, bf16=precision == "bf16")
+        if self._use_search_step():
+            return self._search_step(self._search_weights(precision == "bf16"), tokens, state, mem)
         feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
         return self.output(feats), state, w
 
-    def _search_step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory, bf16: bool = False
+    def stepper(self, precision: str = "fp32") -> Callable[[Tensor, DecoderState, AttentionMemory],
+                                                           tuple[Tensor, DecoderState, Tensor]]:
+        """`step` with its precision bound, for a search loop: (tokens, state, mem) -> as `step`. In inference
+        the search weights are looked up here, once, not at every step (checking that they are current costs
+        ~45 us, a tenth of a batch-1 step); a search calls this once per batch, and weights do not change
+        during a search."""
+        if self._use_search_step():
+            return functools.partial(self._search_step, self._search_weights(precision == "bf16"))
+        return functools.partial(self.step, precision=precision)
+
+    def _use_search_step(self) -> bool:
+        # Export traces `step`: the traced graph gets the plain step (the cached search weights hold opaque
+        # packed tensors, which a graph can neither save nor export).
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        return self._fused_cell and not (self.training or torch.is_grad_enabled() or tracing)
+
+    def _search_step(self, p: "_SearchWeights", tokens: Tensor, state: DecoderState, mem: AttentionMemory
                      ) -> tuple[Tensor, DecoderState, Tensor]:
-        """`step` of the input-feeding LSTM decoder in inference, on weights prepared once (see
+        """`step` of the input-feeding LSTM decoder in inference, on weights prepared once (p, from
         _search_weights): the embedding's share of the gates (with both biases) is a per-token table,
         [context; h] meets the rest of the gate weights in one product, on a weight packed for oneDNN
-        where that pays (see packed.py). Same function as `_step` + `output`. With `bf16` (and native bf16)
-        the gate product, the step's largest (4H x (ctx + H)), runs in bf16 with fp32 accumulation; the
-        rest of the step stays fp32."""
-        p = self._search_weights(bf16)
+        where that pays (see packed.py). Same function as `_step` + `output`. With bf16 weights (precision
+        "bf16" and native bf16) the gate product, the step's largest (4H x (ctx + H)), runs in bf16 with fp32
+        accumulation; the rest of the step stays fp32."""
         h = state.h[0]
         w, att = self.attention.align(h, mem, state.att, q2=p.query(h), consts=p.attention)
         ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
