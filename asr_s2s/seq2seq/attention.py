@@ -216,13 +216,10 @@ class LocationAttention(Attention):
         return w, torch.stack([w, state[:, 1] + w], dim=1)
 
     def location_features(self, state: Tensor) -> Tensor:
-        """self.conv over the alignments, (B, 2, T) -> (B, T, C), as one matmul over sliding windows: a
-        conv1d this small (2 -> C channels) costs ~0.1-0.6 ms per call in oneDNN, several times its
-        arithmetic, and it runs once per decoder step."""
-        c, k = self.conv.out_channels, self.conv.kernel_size[0]
-        b, _, t = state.shape
-        win = nn.functional.pad(state, (k // 2, k // 2)).unfold(2, k, 1)  # (B,2,T,k): frame t sees t-k//2..t+k//2
-        return win.permute(0, 2, 1, 3).reshape(b, t, 2 * k) @ self.conv.weight.view(c, 2 * k).t()
+        """self.conv over the alignments, (B, 2, T) -> (B, T, C) (a transposed view). Measured against the
+        same conv as one matmul over unfolded windows (2 threads, one-off timings): search step 17 -> 14 us
+        at (1, 2, 68), 91 -> 67 us at (16, 2, 73); training step time unchanged (A/B in one process)."""
+        return nn.functional.conv1d(state, self.conv.weight, padding=self.conv.kernel_size[0] // 2).transpose(1, 2)
 
     def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
         raise RuntimeError("location-aware attention depends on the previous alignment: use the step loop")
