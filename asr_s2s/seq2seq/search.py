@@ -82,7 +82,8 @@ def max_lengths(enc_lengths: Tensor, max_len: int | Tensor, max_len_ratio: float
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Decode without dropout, and give the model back in the mode it came in. A model already in eval
-    mode is left alone: eval() / train() walk every submodule (~0.5 ms for the reference model, per batch)."""
+    mode is left alone: eval() / train() walk every submodule (~0.45 ms per batch for the reference model,
+    under cProfile)."""
     was_training = model.training
     switch = any(m.training for m in model.modules())
     if switch:
