@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import weakref
 from dataclasses import dataclass
 from typing import Iterator
@@ -42,7 +43,8 @@ from .encoder import EncoderOutput
 from .model import EOS, PAD, SOS
 
 LENGTH_NORMS = ("none", "length", "gnmt")
-# Greedy search drops finished rows from the batch once at most this fraction of the stepped rows is live.
+# Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
+# of them is live.
 SHRINK_AT = 0.75
 PRECISIONS = ("fp32", "bf16")
 
@@ -107,7 +109,8 @@ def _bf16_encoder(encoder: nn.Module) -> nn.Module:
     remade when a weight changes. Under autocast it computes exactly what `encoder` does (autocast casts
     those weights to bf16 itself, at every call: 15% of a batch-1 bf16 encode of the reference model); the
     other modules keep fp32 weights, as autocast runs them in fp32."""
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in encoder.parameters())
+    tensors = itertools.chain(encoder.parameters(), encoder.buffers())
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
     hit = _BF16_ENCODERS.get(encoder)
     if hit is None or hit[0] != key:
         with torch.inference_mode(False), torch.no_grad():
@@ -182,7 +185,7 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
         # Per step only what decides the next one; a finished row keeps being fed its own argmax until it
         # leaves (rows never interact), and its tokens, scores and counts are masked once, after the loop.
         # Per segment of steps between two cuts: (rows, tokens, log-probs, emitting rows, attention weights).
-        segments: list[tuple[Tensor, list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = [(rows, [], [], [], [])]
+        segments: list[tuple[Tensor, ...]] = [(rows, [], [], [], [])]
         for t in range(steps):
             logits, state, w = step(tok, state, mem)
             lp, tok = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
@@ -260,7 +263,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         utts = torch.arange(b, device=dev)  # original index of each utterance being stepped
         final = [best.clone(), best_step.clone(), best_slot.clone()]
-        segments: list[tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]] = [(utts, [], [], [])]
+        segments: list[tuple[Tensor, ...]] = [(utts, [], [], [])]  # (utterances, tokens, origins, weights)
         for t in range(steps):
             nb = utts.numel()
             logits, state, w = step(tok, state, mem)
@@ -280,9 +283,9 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             cum = torch.where(ends | ~valid, torch.full_like(top, neg_inf), top)
             done = done | (cum.max(dim=-1).values / bound_lp <= best)
             cum = cum.masked_fill(done[:, None], neg_inf)
-            segments[-1][1].append(token)
-            segments[-1][2].append(origin)
-            segments[-1][3].append(w.view(nb, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1))))
+            att = w.view(nb, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1)))
+            for hist, x in zip(segments[-1][1:], (token, origin, att)):
+                hist.append(x)
             n_live = nb - int(done.sum())
             if n_live == 0:
                 break
