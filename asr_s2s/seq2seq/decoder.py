@@ -269,8 +269,8 @@ class Decoder(nn.Module):
                                                            tuple[Tensor, DecoderState, Tensor]]:
         """`step` with its precision bound, for a search loop: (tokens, state, mem) -> as `step`. In inference
         the search weights are looked up here, once, not at every step (checking that they are current costs
-        ~45 us under cProfile, a tenth of a batch-1 step); a search calls this once per batch, and weights do not change
-        during a search."""
+        ~45 us under cProfile, a tenth of a batch-1 step); a search calls this once per batch, and weights do
+        not change during a search."""
         if self._use_search_step():
             return functools.partial(self._search_step, self._search_weights(precision == "bf16"))
         return functools.partial(self.step, precision=precision)
