@@ -189,9 +189,9 @@ class LocationAttention(Attention):
         return torch.bmm(w[:, None, :], mem.values)[:, 0], w, state
 
     def search_constants(self) -> tuple[Tensor, Tensor]:
-        """(2 W_f^T (C, A), 2 v (A,)): the factors `align` forms from the weights at every step, for a search
-        loop to form once (detached) and pass back as ``consts``."""
-        return (2 * self.loc.weight.detach().t()).contiguous(), 2 * self.v.weight.detach()[0]
+        """(2 W_f^T (C, A), 2 v (A,)): the factors `align` forms from the weights at every step unless a
+        search loop formed them once and passes them back as ``consts``."""
+        return (2 * self.loc.weight.t()).contiguous(), 2 * self.v.weight[0]
 
     def align(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None, q2: Tensor | None = None,
               consts: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -208,7 +208,7 @@ class LocationAttention(Attention):
         # is formed as (C+1, T) @ (T, A) products, the fast layout on CPU (a transposed-view weight made
         # addmm's backward use (A, B*T) @ (B*T, C), 5x slower at B*T = 5000).
         q = 2 * self.query(query) if q2 is None else q2  # (B,A)
-        loc2, v2 = (2 * self.loc.weight.t(), 2 * self.v.weight[0]) if consts is None else consts
+        loc2, v2 = self.search_constants() if consts is None else consts
         rhs = torch.cat([loc2.expand(b, c, -1), q[:, None, :]], dim=1)  # (B, C+1, A)
         pre = torch.baddbmm(mem.keys, torch.cat([f, f.new_ones(b, t, 1)], dim=2), rhs)  # keys come doubled
         e = _energies(pre, v2)  # (B,T)

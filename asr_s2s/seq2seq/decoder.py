@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTIONS, AttentionMemory, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
-from .packed import PackedLinear, can_pack
+from .packed import PackedLinear, can_pack, weights_identity
 
 
 @dataclass
@@ -312,7 +312,7 @@ class Decoder(nn.Module):
                   att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
                   self.output.bias)
         gate_dtype = torch.bfloat16 if bf16 and can_pack(r.weight_hh_l0, torch.bfloat16) else torch.float32
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        key = weights_identity(params)
         per_dtype = _SEARCH_CACHE.setdefault(self, {})
         cached = per_dtype.get(gate_dtype)
         if cached is None or cached[0] != key:

@@ -20,6 +20,7 @@ cache outside the module (see Decoder._search_weights), never in a state dict.
 from __future__ import annotations
 
 import functools
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -39,6 +40,12 @@ def _cpu_packing(dtype: torch.dtype) -> bool:
 def can_pack(weight: Tensor, dtype: torch.dtype = torch.float32) -> bool:
     """Whether a weight on this device can be packed for oneDNN in `dtype` (fp32 or bf16)."""
     return weight.device.type == "cpu" and _cpu_packing(dtype)
+
+
+def weights_identity(tensors: Iterable[Tensor]) -> tuple:
+    """Each tensor's storage, in-place version, dtype and device: what changes when a weight is moved, loaded
+    or trained, so a cache of things derived from weights compares it to know it is stale."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
 # Weights with fewer elements stay plain (see the module doc): 2 MB in fp32.

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .encoder import EncoderOutput
 from .model import EOS, PAD, SOS
+from .packed import weights_identity
 
 LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
@@ -109,8 +110,7 @@ def _bf16_encoder(encoder: nn.Module) -> nn.Module:
     remade when a weight changes. Under autocast it computes exactly what `encoder` does (autocast casts
     those weights to bf16 itself, at every call: 15% of a batch-1 bf16 encode of the reference model); the
     other modules keep fp32 weights, as autocast runs them in fp32."""
-    tensors = itertools.chain(encoder.parameters(), encoder.buffers())
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    key = weights_identity(itertools.chain(encoder.parameters(), encoder.buffers()))
     hit = _BF16_ENCODERS.get(encoder)
     if hit is None or hit[0] != key:
         with torch.inference_mode(False), torch.no_grad():
@@ -262,6 +262,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         best_slot = torch.zeros(b, dtype=torch.long, device=dev)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         utts = torch.arange(b, device=dev)  # original index of each utterance being stepped
+        base = (torch.arange(b, device=dev) * k)[:, None]  # first hypothesis row of each utterance stepped
         final = [best.clone(), best_step.clone(), best_slot.clone()]
         segments: list[tuple[Tensor, ...]] = [(utts, [], [], [])]  # (utterances, tokens, origins, weights)
         for t in range(steps):
@@ -289,7 +290,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             n_live = nb - int(done.sum())
             if n_live == 0:
                 break
-            state = state.index_select((torch.arange(nb, device=dev)[:, None] * k + origin).view(-1))
+            state = state.index_select((base + origin).view(-1))
             tok = token.view(-1)
             if n_live <= SHRINK_AT * nb:  # finished utterances leave the batch, as in greedy_search
                 for full, x in zip(final, (best, best_step, best_slot)):
@@ -298,6 +299,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
                 utts, cum, best, best_step, best_slot, done, limit, bound_lp = (
                     x[keep] for x in (utts, cum, best, best_step, best_slot, done, limit, bound_lp))
                 hyp_rows = (keep[:, None] * k + torch.arange(k, device=dev)).view(-1)
+                base = base[:keep.numel()]
                 state, mem, tok = state.index_select(hyp_rows), mem.index_select(hyp_rows), tok[hyp_rows]
                 segments.append((utts, [], [], []))
         for full, x in zip(final, (best, best_step, best_slot)):
