@@ -38,7 +38,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import ATTENTIONS, AttentionMemory, make_attention
+from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
 from .packed import PackedLinear, can_pack, weights_identity
 
@@ -153,7 +153,7 @@ class _SearchWeights(NamedTuple):
     query: PackedLinear  # h -> 2 W_s h
     combine: PackedLinear  # [s; ctx] -> hidden
     output: PackedLinear  # hidden -> V
-    attention: tuple[Tensor, Tensor]  # LocationAttention.search_constants()
+    attention: LocationConstants  # LocationAttention.search_constants()
 
 
 # Decoder -> {gate dtype: (weights' identity, _SearchWeights)}; weak, so a dropped model frees its packed weights.
@@ -290,8 +290,8 @@ class Decoder(nn.Module):
         "bf16" and native bf16) the gate product, the step's largest (4H x (ctx + H)), runs in bf16 with fp32
         accumulation; the rest of the step stays fp32."""
         h = state.h[0]
-        w, att = self.attention.align(h, mem, state.att, q2=p.query(h), consts=p.attention)
-        ctx = torch.bmm(w[:, None, :], mem.values)[:, 0]
+        w, att = self.attention.search_align(p.query(h), mem, state.att, p.attention)
+        ctx = torch.bmm(w[:, None, :], mem.values).squeeze(1)
         x, rows = torch.cat([ctx, h], dim=1), p.table.index_select(0, tokens)
         if p.gates.weight.dtype == torch.float32:
             gates = p.gates(x, add=rows)
