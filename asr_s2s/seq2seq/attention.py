@@ -183,8 +183,12 @@ class LocationAttention(Attention):
         self.v = nn.Linear(attention_dim, 1, bias=False)
 
     def project_keys(self, values: Tensor) -> Tensor:
-        """2 (W_m m + b), doubled once per utterance for the score's factor 2 (see _energies and align)."""
-        return nn.functional.linear(values, 2 * self.key.weight, 2 * self.key.bias)
+        """2 (W_m m + b), doubled once per utterance for the score's factor 2 (see _energies and align). Doubling
+        is exact, so where it happens changes no bit: on the weight in training (smaller than a batch's keys),
+        on the keys in inference (fewer than the weight's entries for a few utterances: 2 W cost ~50 us a call)."""
+        if torch.is_grad_enabled():
+            return nn.functional.linear(values, 2 * self.key.weight, 2 * self.key.bias)
+        return self.key(values).mul_(2.0)
 
     def init_state(self, mem: AttentionMemory) -> Tensor:
         """(B, 2, T): previous alignment = uniform over real frames (as ESPnet), cumulative = 0."""
