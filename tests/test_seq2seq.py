@@ -32,6 +32,21 @@ def test_subsampling_output_lengths_match_actual_sizes(subsampling, factor):
         assert out.states.size(1) == predicted and int(out.lengths) == predicted >= 1
 
 
+def test_conv_subsampling_inference_follows_weight_updates():
+    """Inference keeps the output layer's column-permuted weight between calls (Conv2dSubsampling._out_weight):
+    it gives what the training path (which re-forms it) gives, also after an in-place update of the weight."""
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
+                                subsample_factor=4, conv_channels=4, dropout=0.0)).eval()
+    x, xl = torch.randn(2, 31, 13), torch.tensor([31, 17])
+    for scale in (1.0, 1.5):
+        with torch.no_grad():
+            enc.subsample.out.weight.mul_(scale)
+        ref = enc.subsample(x, xl)[0].detach()  # gradients on: the permutation formed afresh
+        with torch.inference_mode():
+            torch.testing.assert_close(enc.subsample(x, xl)[0], ref, atol=0, rtol=0)
+
+
 # ---- padding invariance of the encoder -------------------------------------------------------------
 @pytest.mark.parametrize("cell,subsampling", [("lstm", "conv"), ("gru", "stack"), ("rnn", "none"), ("lstm", "stack")])
 def test_encoder_rows_equal_the_utterance_alone(cell, subsampling, fsdd_files):
