@@ -436,6 +436,34 @@ def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
+    """In inference the CPU encoder's LSTM layers run on weights reordered for oneDNN once (packed.lstm_layer):
+    outputs and final states equal the plain run's bit for bit, with and without padding (bf16 under autocast, as
+    the bf16 encoder copy runs), and an in-place weight update is followed."""
+    from asr_s2s.seq2seq import packed
+    from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bf16 on this CPU")
+    torch.manual_seed(0)
+    rnn = make_rnn("lstm", 6, 8, 2, bidirectional=True).eval().to(dtype)
+    x = torch.randn(4, 11, 6) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        for scale in (1.0, 1.5):
+            with torch.no_grad():
+                for p in rnn.parameters():
+                    p.mul_(scale)
+            for lengths in (torch.tensor([11, 11, 11, 11]), torch.tensor([5, 11, 1, 7])):
+                ref, ref_final = run_rnn_padded(rnn, x, lengths)  # gradients on: the plain path
+                with torch.inference_mode():
+                    assert packed.can_pack_lstm(rnn, x.to(dtype)) == packed.can_pack(rnn.weight_ih_l0, dtype)
+                    out, final = run_rnn_padded(rnn, x, lengths)
+                assert torch.equal(out, ref.detach())
+                for a, b in zip(final, ref_final):
+                    assert torch.equal(a, b.detach())
+
+
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
 @pytest.mark.parametrize("attention", ["location", "dot"])
 def test_bf16_autocast_training_step_matches_fp32_gradients(attention):

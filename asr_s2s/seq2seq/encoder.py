@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .packed import weights_identity
+from .packed import can_pack_lstm, lstm_cache, lstm_layer, reorder_lstm_weights, weights_identity
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 SUBSAMPLING = ("conv", "stack", "none")
@@ -272,12 +272,19 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
 
     A plain RNN has no gate to hold: its backward direction runs on each row reversed within its length
     (a gather), its finals are read from the outputs.
+
+    In inference an LSTM runs this way also without padding, each layer and direction on weights reordered for
+    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results bit for bit, and at
+    batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
     -> states (B, T, dirs*H) zero past each length, final ((layers*dirs, B, H), or an (h, c) pair for LSTM)."""
     b, t, _ = x.shape
-    if bool((lengths == t).all()):  # no padding: the module's own fused multi-layer call is exact
+    padded = not bool((lengths == t).all())
+    packed = can_pack_lstm(rnn, x)  # inference: LSTM layers on weights reordered once (see packed.py)
+    if not padded and not packed:  # the module's own fused multi-layer call is exact
         return rnn(x)
     is_lstm, is_gru = isinstance(rnn, nn.LSTM), isinstance(rnn, nn.GRU)
     hold = is_lstm or is_gru
+    add_col = hold and padded  # the hold column; without padding it would be all zeros
     dirs = 2 if rnn.bidirectional else 1
     if is_lstm:
         fn = torch.lstm
@@ -285,12 +292,15 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
         fn = torch.gru
     else:
         fn = torch.rnn_tanh if rnn.nonlinearity == "tanh" else torch.rnn_relu
+    if packed:
+        cache = lstm_cache(rnn)
+        x = x.to(rnn.weight_ih_l0.dtype)  # what torch.lstm does under autocast (the bf16 encoder copy)
     mask = lengths_mask(lengths, t)
     last = (lengths - 1).clamp(min=0)[:, None, None]  # (B,1,1): each row's last real step
-    if hold:
+    if add_col:
         pad_col = (~mask)[:, :, None].to(x.dtype)
         pad_cols = (pad_col, pad_col.flip(1))
-    else:
+    elif not hold:
         steps = torch.arange(t, device=x.device)[None, :]
         rev = torch.where(mask, lengths[:, None] - 1 - steps, steps)[:, :, None]  # reverse within length
     train = torch.is_grad_enabled()  # oneDNN keeps its workspace for backward only in "train" mode
@@ -306,14 +316,24 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
                 xi = inp
             else:
                 xi = inp.flip(1) if hold else inp.gather(1, rev.expand(-1, -1, inp.size(2)))
-            h0 = xi.new_zeros(1, b, rnn.hidden_size)
-            if hold:
-                xi, params = torch.cat([xi, pad_cols[d]], dim=2), _freeze_params(params, rnn.hidden_size, is_lstm)
-            if is_lstm:
-                out, h_n, c_n = fn(xi, (h0, h0), params, rnn.bias, 1, 0.0, train, False, True)
+            if add_col:
+                xi = torch.cat([xi, pad_cols[d]], dim=2)
+            if packed:
+                weights = cache.get((layer, d, add_col))
+                if weights is None:
+                    w_ih, w_hh = (_freeze_params(params, rnn.hidden_size, True) if add_col else params)[:2]
+                    weights = cache[(layer, d, add_col)] = reorder_lstm_weights(w_ih, w_hh)
+                out, h_n, c_n = lstm_layer(xi, weights, params[2], params[3])
                 cs.append(c_n)
             else:
-                out, h_n = fn(xi, h0, params, rnn.bias, 1, 0.0, train, False, True)
+                h0 = xi.new_zeros(1, b, rnn.hidden_size)
+                if add_col:
+                    params = _freeze_params(params, rnn.hidden_size, is_lstm)
+                if is_lstm:
+                    out, h_n, c_n = fn(xi, (h0, h0), params, rnn.bias, 1, 0.0, train, False, True)
+                    cs.append(c_n)
+                else:
+                    out, h_n = fn(xi, h0, params, rnn.bias, 1, 0.0, train, False, True)
             if (is_lstm and d == 0) or not hold:  # the call's final h is not the last real frame's
                 h_n = out.gather(1, last.expand(-1, -1, out.size(2))).transpose(0, 1)
             hs.append(h_n)
@@ -323,6 +343,6 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
         inp = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
             inp = dropout(inp, rnn.dropout)
-    states = inp * mask[:, :, None].to(inp.dtype)
+    states = inp * mask[:, :, None].to(inp.dtype) if padded else inp
     h = torch.cat(hs, dim=0)
     return states, ((h, torch.cat(cs, dim=0)) if is_lstm else h)
