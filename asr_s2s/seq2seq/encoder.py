@@ -312,7 +312,9 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
             params = [getattr(rnn, f"weight_ih{sfx}"), getattr(rnn, f"weight_hh{sfx}")]
             if rnn.bias:
                 params += [getattr(rnn, f"bias_ih{sfx}"), getattr(rnn, f"bias_hh{sfx}")]
-            if d == 0:
+            # Without padding the reordered-weight LSTM runs its backward direction in reverse itself (no flips).
+            rev_call = packed and not padded and d == 1
+            if d == 0 or rev_call:
                 xi = inp
             else:
                 xi = inp.flip(1) if hold else inp.gather(1, rev.expand(-1, -1, inp.size(2)))
@@ -322,8 +324,8 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
                 weights = cache.get((layer, d, add_col))
                 if weights is None:
                     w_ih, w_hh = (_freeze_params(params, rnn.hidden_size, True) if add_col else params)[:2]
-                    weights = cache[(layer, d, add_col)] = reorder_lstm_weights(w_ih, w_hh)
-                out, h_n, c_n = lstm_layer(xi, weights, params[2], params[3])
+                    weights = cache[(layer, d, add_col)] = reorder_lstm_weights(w_ih, w_hh, rev_call)
+                out, h_n, c_n = lstm_layer(xi, weights, params[2], params[3], rev_call)
                 cs.append(c_n)
             else:
                 h0 = xi.new_zeros(1, b, rnn.hidden_size)
@@ -334,10 +336,10 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
                     cs.append(c_n)
                 else:
                     out, h_n = fn(xi, h0, params, rnn.bias, 1, 0.0, train, False, True)
-            if (is_lstm and d == 0) or not hold:  # the call's final h is not the last real frame's
+            if (is_lstm and d == 0 and padded) or not hold:  # the call's final h is not the last real frame's
                 h_n = out.gather(1, last.expand(-1, -1, out.size(2))).transpose(0, 1)
             hs.append(h_n)
-            if d == 1:
+            if d == 1 and not rev_call:
                 out = out.flip(1) if hold else out.gather(1, rev.expand(-1, -1, out.size(2)))
             outs.append(out)
         inp = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]

@@ -117,17 +117,19 @@ def lstm_cache(rnn: torch.nn.Module) -> dict:
     return hit[1]
 
 
-def reorder_lstm_weights(w_ih: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor]:
-    """(w_ih (4H, In), w_hh (4H, H)) -> the same weights in oneDNN's LSTM layout (opaque tensors)."""
-    w = torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(w_ih, w_hh, w_hh.size(1), False, True, False)
+def reorder_lstm_weights(w_ih: Tensor, w_hh: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """(w_ih (4H, In), w_hh (4H, H)) -> the same weights in oneDNN's LSTM layout (opaque tensors), for
+    `lstm_layer` calls with the same `reverse`."""
+    w = torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(w_ih, w_hh, w_hh.size(1), reverse, True, False)
     return w[0], w[1]
 
 
-def lstm_layer(x: Tensor, weights: tuple[Tensor, Tensor], b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer, one direction (forward in time), from zero state, on `reorder_lstm_weights` output:
-    x (B, T, In) -> outputs (B, T, H) (a transposed view), final h and c (1, B, H)."""
+def lstm_layer(x: Tensor, weights: tuple[Tensor, Tensor], b_ih: Tensor, b_hh: Tensor, reverse: bool = False
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer, one direction (forward in time, or backward with `reverse`), from zero state, on
+    `reorder_lstm_weights` output: x (B, T, In) -> outputs (B, T, H) (a transposed view), final h and c (1, B, H)."""
     hidden = b_ih.size(0) // 4
     zero = x.new_zeros(x.size(0), hidden)
     out, h, c, _ = torch.ops.aten.mkldnn_rnn_layer(x.transpose(0, 1).contiguous(), weights[0], weights[1], b_ih, b_hh,
-                                                   zero, zero, False, [], 2, hidden, 1, True, False, False, False)
+                                                   zero, zero, reverse, [], 2, hidden, 1, True, False, False, False)
     return out.transpose(0, 1), h[None], c[None]

@@ -182,14 +182,15 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
         under = torch.arange(1, steps + 1, device=dev)[None, :] < limit[:, None]  # (B, steps): t + 1 < L_b
         tok = torch.full((b,), SOS, dtype=torch.long, device=dev)
         alive = torch.ones(b, dtype=torch.bool, device=dev)
-        # Per step only what decides the next one; a finished row keeps being fed its own argmax until it
-        # leaves (rows never interact), and its tokens, scores and counts are masked once, after the loop.
-        # Per segment of steps between two cuts: (rows, tokens, log-probs, emitting rows, attention weights).
+        # Per step only what decides the next one (the argmax; log-probabilities are formed after the loop); a
+        # finished row keeps being fed its own argmax until it leaves (rows never interact), and its tokens, scores
+        # and counts are masked once, after the loop.
+        # Per segment of steps between two cuts: (rows, tokens, logits, emitting rows, attention weights).
         segments: list[tuple[Tensor, ...]] = [(rows, [], [], [], [])]
         for t in range(steps):
             logits, state, w = step(tok, state, mem)
-            lp, tok = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
-            for hist, x in zip(segments[-1][1:], (tok, lp, alive, w)):
+            tok = logits.argmax(dim=-1)
+            for hist, x in zip(segments[-1][1:], (tok, logits, alive, w)):
                 hist.append(x)
             alive = (tok != EOS).logical_and_(alive).logical_and_(under[:, t])
             n_alive = int(alive.sum())
@@ -200,20 +201,28 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
                 rows, tok, alive, under = rows[keep], tok[keep], alive[keep], under[keep]
                 state, mem = state.index_select(keep), mem.index_select(keep)
                 segments.append((rows, [], [], [], []))
-        n = sum(len(seg[1]) for seg in segments)
-        out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
-        out_att = torch.zeros(b, n, t_max, device=dev)
-        score = torch.zeros(b, device=dev)
-        n_emit = torch.zeros(b, dtype=torch.long, device=dev)
-        t0 = 0
-        for seg_rows, toks, lps, emitted, weights in segments:
+        parts = []  # per segment: rows, tokens (rows, n) with pad where not emitted, summed log-probs, counts, att
+        for seg_rows, toks, logits, emitted, weights in segments:
             if toks:
-                on = torch.stack(emitted, 1)  # (rows, steps of the segment)
-                out_tok[seg_rows, t0:t0 + len(toks)] = torch.stack(toks, 1).masked_fill_(~on, PAD)
-                out_att[seg_rows, t0:t0 + len(toks)] = torch.stack(weights, 1).float()
-                score.index_add_(0, seg_rows, torch.stack(lps, 1).masked_fill_(~on, 0.0).sum(1))
-                n_emit.index_add_(0, seg_rows, on.sum(1))
-            t0 += len(toks)
+                on, toks = torch.stack(emitted, 1), torch.stack(toks, 1)  # (rows, steps of the segment)
+                lp = torch.log_softmax(torch.stack(logits, 1).float(), dim=-1).gather(2, toks[:, :, None])[:, :, 0]
+                parts.append((seg_rows, toks.masked_fill_(~on, PAD), lp.masked_fill_(~on, 0.0).sum(1), on.sum(1),
+                              torch.stack(weights, 1).float()))
+        if len(parts) == 1 and parts[0][0].numel() == b:  # nobody left the batch: the parts are the result
+            _, out_tok, score, n_emit, out_att = parts[0]
+        else:
+            n = sum(len(seg[1]) for seg in segments)
+            out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
+            out_att = torch.zeros(b, n, t_max, device=dev)
+            score = torch.zeros(b, device=dev)
+            n_emit = torch.zeros(b, dtype=torch.long, device=dev)
+            t0 = 0
+            for seg_rows, toks, lp_sum, count, att in parts:
+                out_tok[seg_rows, t0:t0 + toks.size(1)] = toks
+                out_att[seg_rows, t0:t0 + toks.size(1)] = att
+                score.index_add_(0, seg_rows, lp_sum)
+                n_emit.index_add_(0, seg_rows, count)
+                t0 += toks.size(1)
         scores = score / length_penalty(n_emit, length_norm, alpha)
         return _result(out_tok, n_emit, scores, out_att, enc.lengths)
 
