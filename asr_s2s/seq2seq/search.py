@@ -17,7 +17,8 @@ n the number of emitted tokens:
 - `length_norm="gnmt"`:   lp(n) = ((5 + n) / 6) ** alpha  (Wu et al. 2016, alpha ~ 0.6-1.0)
 
 Greedy reports the same normalised score, so beam width 1 gives greedy's tokens and scores (equal up to
-float rounding: greedy drops finished rows from its batch, which can change a product's summation order).
+float rounding: greedy drops finished rows from its batch, which can change a product's summation order, and
+takes the argmax of the logits, where beam search ranks log-probabilities).
 
 Precision: with `precision="bf16"` the encoder runs under bfloat16 autocast (its LSTMs, convolutions and
 linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its outputs are cast
