@@ -200,17 +200,20 @@ class LocationAttention(Attention):
         w, state = self.align(query, mem, state)
         return torch.bmm(w[:, None, :], mem.values)[:, 0], w, state
 
-    def _factors(self) -> tuple[Tensor, Tensor]:
-        """(2 W_f^T (C, A), 2 v (A,)): the weights' factors in the score (see _energies for the 2)."""
+    def score_factors(self) -> tuple[Tensor, Tensor]:
+        """(2 W_f^T (C, A), 2 v (A,)): the weights' factors in the score (see _energies for the 2). A step loop
+        forms them once and passes them to every `align`."""
         return (2 * self.loc.weight.t()).contiguous(), 2 * self.v.weight[0]
 
     def search_constants(self) -> LocationConstants:
         """What `search_align` needs from the weights, formed once per search instead of at every step."""
-        loc2, v2 = self._factors()
+        loc2, v2 = self.score_factors()
         return LocationConstants(loc2, v2, loc2.new_tensor([[0.0], [1.0]]))
 
-    def align(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """One step without the context: query (B,Q) -> weights (B,T), new state (B,2,T)."""
+    def align(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None,
+              factors: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """One step without the context: query (B,Q) -> weights (B,T), new state (B,2,T); factors:
+        score_factors(), formed here when not given."""
         if state is None:
             state = self.init_state(mem)
         f = self.location_features(state)  # (B,T,C)
@@ -222,7 +225,7 @@ class LocationAttention(Attention):
         # is formed as (C+1, T) @ (T, A) products, the fast layout on CPU (a transposed-view weight made
         # addmm's backward use (A, B*T) @ (B*T, C), 5x slower at B*T = 5000).
         q = 2 * self.query(query)  # (B,A)
-        loc2, v2 = self._factors()
+        loc2, v2 = self.score_factors() if factors is None else factors
         rhs = torch.cat([loc2.expand(b, c, -1), q[:, None, :]], dim=1)  # (B, C+1, A)
         pre = torch.baddbmm(mem.keys, torch.cat([f, f.new_ones(b, t, 1)], dim=2), rhs)  # keys come doubled
         e = _energies(pre, v2)  # (B,T)

@@ -377,8 +377,9 @@ class Decoder(nn.Module):
         # formed once after the loop (see _StepProducts), not accumulated step by step.
         ctx_of, gates_of = _StepProducts("bmv"), _StepProducts("mm")
         values, w_rec = ctx_of.track(mem.values), gates_of.track(w_rec)
+        factors = self.attention.score_factors()  # once per batch, not per step
         for x_t in pre.unbind(0):
-            w, att = self.attention.align(h, mem, att)
+            w, att = self.attention.align(h, mem, att, factors)
             ctx = ctx_of(w, values)
             h, c = _lstm_pointwise(x_t + gates_of(torch.cat([ctx, h], dim=1), w_rec), c)
             hs.append(h)
