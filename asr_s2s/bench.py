@@ -278,30 +278,13 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
 
 
 # ---- decoding -----------------------------------------------------------------------------------------
-def machine_probe(repeats: int = 5) -> float:
-    """Milliseconds (median of ``repeats``) for a fixed batch-1 workload shaped like decoding: a 64-step fp32 LSTM
-    layer (512 -> 256) and 50 one-row products with a 1280 x 832 weight. Timed next to every round of decoding,
-    it shows how fast the machine was at that moment: on a shared VM the same code runs up to ~1.3x slower for
-    minutes at a time, whatever our own process did before (bench/RESULTS.md, seventh landing)."""
-    g = torch.Generator().manual_seed(0)
-    lstm = torch.nn.LSTM(512, 256, batch_first=True)
-    x, w, v = torch.randn(1, 64, 512, generator=g), torch.randn(1280, 832, generator=g), torch.randn(1, 832, generator=g)
-
-    def run() -> None:
-        with torch.inference_mode():
-            lstm(x)
-            for _ in range(50):
-                torch.nn.functional.linear(v, w)
-
-    return statistics.median(_timings(run, repeats, warmups=2)) * 1e3
-
-
 def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str, int, int, str]]) -> dict[str, Any]:
     """Decoding real-time factors on `eval_manifest` for each case (name, beam, batch size, precision).
 
     The timed passes run in `repeats` rounds, each round one pass of every case (after one untimed pass of
     each), so that every case's median spans the same minutes of a noisy machine instead of one case landing
-    wholly in a slow spell; `machine_probe` is timed at the start of every round."""
+    wholly in a slow spell (on the shared development VM the same code runs up to ~1.3x slower for tens of
+    seconds to minutes at a time, whatever our process did before: bench/RESULTS.md, seventh landing)."""
     from .audio import load_audio
     from .manifest import read_manifest
 
@@ -338,12 +321,9 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
     for _, beam, bs, precision in cases:  # warm-up
         run(beam, bs, True, precision)
     capped_s: dict[str, list[float]] = {name: [] for name, *_ in cases}
-    probes = []
     for _ in range(repeats):
-        probes.append(machine_probe())
         for name, beam, bs, precision in cases:
             capped_s[name].append(timed(beam, bs, True, precision)[0])
-    out["machine_probe_ms"] = _stats(probes)
     for name, beam, bs, precision in cases:
         # One timed pass as emitted: an undertrained model runs every utterance to the length cap, which says
         # little and takes long; the reference-length figure is the repeated one.
@@ -463,8 +443,6 @@ def format_table(res: dict[str, Any]) -> str:
                                                                             "tokens/utt emitted, 1 pass)"))
             rows.append((f"decode RTF {name}, reference length", ms(case["rtf_reference_length"])
                          + f"  ({d['mean_reference_tokens']:.1f} tokens/utt incl. eos)"))
-    pr = d["machine_probe_ms"]
-    rows.append(("machine probe per decoding round", f"{ms(pr)} ms  (values {', '.join(f'{v:.3g}' for v in pr['values'])})"))
     rows.append(("1-min load average", f"start {res['load1_start']:.2f}, training {ms(t['load1'])}, end {res['load1_end']:.2f}"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -2,9 +2,8 @@
 
 `asr-s2s bench` decodes right after ~3 minutes of training. This script runs the same `decode_bench` (log-mel,
 CMVN, search, detokenisation; "reference length" caps each utterance at its reference + eos; the cases
-interleaved in rounds, with `machine_probe` timed at the start of each) on the AN4 dev split alone, so the two
-can be compared. (On the shared development VM they measured alike: what moves the figures is the machine's own
-slow spells, which the probe shows; bench/RESULTS.md, seventh landing.)
+interleaved in rounds) on the AN4 dev split alone, so the two can be compared. (On the shared development VM
+they measured alike: what moves the figures is the machine's own slow spells; bench/RESULTS.md, seventh landing.)
 
     python bench/bench_decode.py --model MODEL.pt [--cases greedy_bs1_bf16,greedy_bs16_bf16] [--repeats 3]
                                  [--threads 2] [--rounds 1] [--json F]
@@ -65,8 +64,6 @@ def main() -> int:
                 res = decode_bench(model, eval_m, args.repeats, cases)
             res["load1_start"], res["time"] = load, time.strftime("%Y-%m-%d %H:%M:%S")
             out["rounds"].append(res)
-            probe = res["machine_probe_ms"]
-            print(f"round {r}  machine probe {probe['median']:.3g} ms [{probe['min']:.3g}..{probe['max']:.3g}]", flush=True)
             for name, *_ in cases:
                 rtf = res[name]["rtf_reference_length"]
                 print(f"round {r}  {name:18s} RTF (reference length) {rtf['median']:.5f} "

@@ -45,8 +45,5 @@ def test_bench_quick_json(an4_dir: Path, tmp_path: Path) -> None:
         assert 0 < d[name]["rtf"]["median"] < 100 and 0 < d[name]["rtf_reference_length"]["median"] < 100
         assert d[name]["mean_hyp_tokens"] >= 0
         assert len(d[name]["rtf_reference_length"]["values"]) == d["rounds"] == res["repeats"]
-    probe = d["machine_probe_ms"]  # timed once per round of decoding
-    assert len(probe["values"]) == d["rounds"] and probe["min"] > 0
-    assert "machine probe per decoding round" in r.stdout
     assert res["features"]["audio_s_per_s"]["median"] > 1
     assert res["load1_start"] >= 0 and res["wall_s"] > 0
