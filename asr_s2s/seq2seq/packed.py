@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 import torch
 from torch import Tensor
@@ -47,6 +47,21 @@ def weights_identity(tensors: Iterable[Tensor]) -> tuple:
     """Each tensor's storage, in-place version, dtype and device: what changes when a weight is moved, loaded
     or trained, so a cache of things derived from weights compares it to know it is stale."""
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+# module -> {tag: (identity of the tensors a value was derived from, the value)}; weak: dropped with the module.
+_DERIVED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def derived(owner: torch.nn.Module, tag: Hashable, tensors: Iterable[Tensor], build: Callable[[], Any]) -> Any:
+    """``build()``, kept for `owner` under `tag` until one of `tensors` changes (see weights_identity): for what
+    inference derives from weights once instead of at every call. The value must not refer to `owner`."""
+    ident = weights_identity(tensors)
+    slots = _DERIVED.setdefault(owner, {})
+    hit = slots.get(tag)
+    if hit is None or hit[0] != ident:
+        hit = slots[tag] = (ident, build())
+    return hit[1]
 
 
 # Weights with fewer elements stay plain (see the module doc): 2 MB in fp32.
@@ -90,9 +105,6 @@ class PackedLinear:
 # ~7.6 us per time step at batch 1 (one-off timings). In inference the reordered weights are kept (what
 # TorchInductor's CPU freezing does for this op); the results are the same bit for bit (tests).
 
-# nn.LSTM -> (its weights' identity, {key: reordered (w_ih, w_hh)}); weak: dropped with the module.
-_LSTM_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
 
 def can_pack_lstm(rnn: torch.nn.Module, x: Tensor) -> bool:
     """Whether `lstm_layer` serves `rnn` on input x: inference (no autograd) of a biased nn.LSTM without
@@ -106,15 +118,6 @@ def can_pack_lstm(rnn: torch.nn.Module, x: Tensor) -> bool:
     if not torch._C._get_mkldnn_enabled() or not hasattr(torch.ops.mkldnn, "_reorder_mkldnn_rnn_layer_weight"):
         return False
     return not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") == dtype
-
-
-def lstm_cache(rnn: torch.nn.Module) -> dict:
-    """The dict of `rnn`'s reordered weights, emptied when one of its weights has changed (moved, loaded, trained)."""
-    ident = weights_identity(rnn.parameters())
-    hit = _LSTM_CACHE.get(rnn)
-    if hit is None or hit[0] != ident:
-        hit = _LSTM_CACHE[rnn] = (ident, {})
-    return hit[1]
 
 
 def reorder_lstm_weights(w_ih: Tensor, w_hh: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
