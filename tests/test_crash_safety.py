@@ -97,12 +97,15 @@ def reference(setup_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def completed_step(exp: Path) -> int:
-    """Highest step logged in metrics.jsonl (-1 if none); torn lines are ignored."""
+def completed_step(exp: Path, offset: int = 0) -> int:
+    """Highest step logged in metrics.jsonl from byte `offset` on (-1 if none); torn lines are ignored."""
     p = exp / "metrics.jsonl"
     best = -1
     if p.exists():
-        for line in p.read_text(errors="replace").splitlines():
+        with open(p, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        for line in text.splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
@@ -154,10 +157,17 @@ def kill_when(proc: subprocess.Popen, ready, what: str, seed: int, interval: flo
 
 
 class StepWatcher:
-    """``completed_step`` that re-reads metrics.jsonl only when it grew (cheap enough to poll)."""
+    """``completed_step`` of the process started after this watcher: only records appended since then count
+    (a restarted run first re-does the steps after its checkpoint, which earlier processes already logged; a
+    kill point read from their records would fire during start-up, before the run resumed). Re-reads
+    metrics.jsonl only when it grew (cheap enough to poll)."""
 
     def __init__(self, exp: Path):
         self.exp, self.size, self.step = exp, -1, -1
+        try:
+            self.offset = (exp / "metrics.jsonl").stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
 
     def __call__(self) -> int:
         try:
@@ -165,7 +175,7 @@ class StepWatcher:
         except FileNotFoundError:
             return -1
         if size != self.size:
-            self.size, self.step = size, completed_step(self.exp)
+            self.size, self.step = size, completed_step(self.exp, self.offset)
         return self.step
 
 
@@ -207,8 +217,8 @@ def crash_and_resume(d: Path, exp: Path, plan: list[tuple[str, int]], seed: int,
     resumable = 0  # starts that found a checkpoint to resume from
     for kind, k in plan:
         resumable += (exp / "checkpoints" / "last.pt").exists()
+        step = StepWatcher(exp)  # before the start: what this process logs counts, not earlier records
         proc = start(d, exp, resume)
-        step = StepWatcher(exp)
         if kind == "step":
             hit = kill_when(proc, lambda: step() >= k, f"step {k}", seed)
         elif kind == "ckpt_write":  # the first checkpoint write after step k, while its temp file exists
