@@ -185,12 +185,12 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
     """precision="bf16" (the encoder under bf16 autocast; with pack_all, also the search step's gate product,
     as on a full-size model) decodes what fp32 decodes on the trained model's training and held-out
     utterances, with scores within bf16 rounding; an unknown precision is refused."""
-    from asr_s2s.seq2seq import decoder, packed
+    from asr_s2s.seq2seq import packed
 
     m, (x, xl), (hx, hxl) = trained
     if pack_all:
         monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
-    decoder._SEARCH_CACHE.clear()
+    packed._DERIVED.pop(m.decoder, None)
     for src, lens in ((x, xl), (hx, hxl)):
         for beam in (1, 3):
             ref = m.beam_search(src, lens, beam=beam) if beam > 1 else m.greedy(src, lens)
@@ -199,9 +199,9 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
             same = sum(a == b for a, b in zip(ref.tokens, low.tokens))
             assert same >= len(ref.tokens) - 1, (beam, ref.tokens, low.tokens)
             torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
-    cached = decoder._SEARCH_CACHE[m.decoder]  # bf16 searches asked for a bf16 gate product
-    gate_dtype = (cached.get(torch.bfloat16) or cached[torch.float32])[1].gates.weight.dtype
-    assert gate_dtype == (torch.bfloat16 if pack_all else torch.float32)
+    cached = packed._DERIVED[m.decoder]  # bf16 searches asked for a bf16 gate product
+    hit = cached.get(("search_weights", torch.bfloat16)) or cached[("search_weights", torch.float32)]
+    assert hit[1].gates.weight.dtype == (torch.bfloat16 if pack_all else torch.float32)
     with pytest.raises(ValueError, match="precision"):
         m.greedy(x, xl, precision="fp8")
 
@@ -209,7 +209,7 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
 def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
     """encode(precision="bf16") runs a cached copy of the encoder with bf16 weights: the same output as the
     encoder itself under bf16 autocast, bit for bit, and a new copy once a weight changes."""
-    from asr_s2s.seq2seq import search
+    from asr_s2s.seq2seq import packed, search
 
     m = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=24)).eval()
     x, xl = _rand_batch()  # padded rows included
@@ -222,9 +222,9 @@ def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
             assert got.states.dtype == torch.float32
             assert torch.equal(got.states, want.states.float())
             assert all(torch.equal(a, b.float()) for a, b in zip(got.final, want.final))
-            twins.append(search._BF16_ENCODERS[m.encoder][1])
+            twins.append(packed._DERIVED[m.encoder]["bf16_twin"][1])
             assert twins[-1].rnn.weight_hh_l0.dtype == torch.bfloat16
-            assert search.encode(m, x, xl, "bf16") is not None and search._BF16_ENCODERS[m.encoder][1] is twins[-1]
+            assert search.encode(m, x, xl, "bf16") is not None and packed._DERIVED[m.encoder]["bf16_twin"][1] is twins[-1]
             with torch.no_grad():  # a changed weight (an optimizer step, a loaded checkpoint) is picked up
                 m.encoder.rnn.weight_hh_l0.mul_(1.5)
         assert twins[1] is not twins[0]

@@ -128,7 +128,6 @@ def test_search_step_equals_the_training_forward(cell, attention):
 def test_search_step_with_packed_weights(monkeypatch):
     """The search step with every product on a oneDNN-packed weight (forced here: the tiny model's weights are
     below the size where packing pays) gives the training forward's logits, also after a weight update."""
-    from asr_s2s.seq2seq import decoder as dec_mod
     from asr_s2s.seq2seq import packed
 
     monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
@@ -142,7 +141,7 @@ def test_search_step_with_packed_weights(monkeypatch):
                 p.mul_(scale)
         ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
         torch.testing.assert_close(_stepped_logits(m, x, xl, tgt_in), ref, atol=1e-5, rtol=1e-4)
-    weights = dec_mod._SEARCH_CACHE[m.decoder][torch.float32][1]
+    weights = packed._DERIVED[m.decoder][("search_weights", torch.float32)][1]
     assert (weights.gates.packed is not None) == packed.can_pack(weights.gates.weight)
 
 

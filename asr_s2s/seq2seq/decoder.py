@@ -31,7 +31,6 @@ context-vector encoder-decoder.
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, NamedTuple
 
@@ -40,7 +39,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
-from .packed import PackedLinear, can_pack, weights_identity
+from .packed import PackedLinear, can_pack, derived
 
 
 @dataclass
@@ -154,10 +153,6 @@ class _SearchWeights(NamedTuple):
     combine: PackedLinear  # [s; ctx] -> hidden
     output: PackedLinear  # hidden -> V
     attention: LocationConstants  # LocationAttention.search_constants()
-
-
-# Decoder -> {gate dtype: (weights' identity, _SearchWeights)}; weak, so a dropped model frees its packed weights.
-_SEARCH_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -312,24 +307,20 @@ class Decoder(nn.Module):
                   att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
                   self.output.bias)
         gate_dtype = torch.bfloat16 if bf16 and can_pack(r.weight_hh_l0, torch.bfloat16) else torch.float32
-        key = weights_identity(params)
-        per_dtype = _SEARCH_CACHE.setdefault(self, {})
-        cached = per_dtype.get(gate_dtype)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
-                table = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, self.embed.weight, w_emb.t())
-                w_gates = torch.cat([w_ctx, r.weight_hh_l0], dim=1)
-                gates = PackedLinear(w_gates, dtype=gate_dtype)
-                if gates.packed is None and gate_dtype != torch.float32:  # unpacked bf16 products gain nothing
-                    gates = PackedLinear(w_gates)
-                weights = _SearchWeights(table, gates,
-                                         PackedLinear(2 * att.query.weight),
-                                         PackedLinear(self.combine.weight, self.combine.bias),
-                                         PackedLinear(self.output.weight, self.output.bias),
-                                         att.search_constants())
-            cached = per_dtype[gate_dtype] = (key, weights)
-        return cached[1]
+
+        @torch.no_grad()
+        def build() -> _SearchWeights:
+            w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
+            table = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, self.embed.weight, w_emb.t())
+            w_gates = torch.cat([w_ctx, r.weight_hh_l0], dim=1)
+            gates = PackedLinear(w_gates, dtype=gate_dtype)
+            if gates.packed is None and gate_dtype != torch.float32:  # unpacked bf16 products gain nothing
+                gates = PackedLinear(w_gates)
+            return _SearchWeights(table, gates, PackedLinear(2 * att.query.weight),
+                                  PackedLinear(self.combine.weight, self.combine.bias),
+                                  PackedLinear(self.output.weight, self.output.bias), att.search_constants())
+
+        return derived(self, ("search_weights", gate_dtype), params, build)
 
     # ---- training forward --------------------------------------------------------------------
     def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,

@@ -14,7 +14,7 @@ through F.linear and 23 us packed.
 Packing needs a CPU tensor, a torch built with oneDNN, and for bf16 a CPU with native bf16;
 otherwise (or if the op is missing from a torch build) `PackedLinear` is plain ``F.linear``.
 The packed tensor is an opaque oneDNN tensor: it cannot be copied or saved, so it lives only in a
-cache outside the module (see Decoder._search_weights), never in a state dict.
+cache outside the module (`derived`, used by Decoder._search_weights), never in a state dict.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -42,7 +41,7 @@ from torch import Tensor, nn
 
 from .encoder import EncoderOutput
 from .model import EOS, PAD, SOS
-from .packed import weights_identity
+from .packed import derived
 
 LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
@@ -102,8 +101,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 # Modules whose weights autocast casts to bf16 at every call (the ones it runs in bf16).
 _AUTOCAST_BF16_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase)
-# encoder -> (its weights' identity, a copy with those modules' weights in bf16); weak: dropped with the model.
-_BF16_ENCODERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _bf16_encoder(encoder: nn.Module) -> nn.Module:
@@ -111,16 +108,16 @@ def _bf16_encoder(encoder: nn.Module) -> nn.Module:
     remade when a weight changes. Under autocast it computes exactly what `encoder` does (autocast casts
     those weights to bf16 itself, at every call: 15% of a batch-1 bf16 encode of the reference model); the
     other modules keep fp32 weights, as autocast runs them in fp32."""
-    key = weights_identity(itertools.chain(encoder.parameters(), encoder.buffers()))
-    hit = _BF16_ENCODERS.get(encoder)
-    if hit is None or hit[0] != key:
+    def build() -> nn.Module:
         with torch.inference_mode(False), torch.no_grad():
             twin = copy.deepcopy(encoder)
             for m in twin.modules():
                 if isinstance(m, _AUTOCAST_BF16_MODULES):
                     m.to(torch.bfloat16)
-        hit = _BF16_ENCODERS[encoder] = (key, twin)
-    return hit[1].train(encoder.training)
+        return twin
+
+    twin = derived(encoder, "bf16_twin", itertools.chain(encoder.parameters(), encoder.buffers()), build)
+    return twin.train(encoder.training)
 
 
 def encode(model: nn.Module, src: Tensor, src_lens: Tensor, precision: str = "fp32") -> EncoderOutput:
