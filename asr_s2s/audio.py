@@ -176,13 +176,20 @@ def _read_file(path: Path, offset: float, duration: float | None) -> tuple[np.nd
     return data, int(rate)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _to_float(data: np.ndarray) -> np.ndarray:
     if np.issubdtype(data.dtype, np.integer):
         half = float(2 ** (8 * data.dtype.itemsize - 1))
         centre = half if np.issubdtype(data.dtype, np.unsignedinteger) else 0.0  # uint8 WAV is offset
         return ((data.astype(np.float64) - centre) / half).astype(np.float32)
     if np.issubdtype(data.dtype, np.floating):
-        return data.astype(np.float32, copy=False)
+        if data.dtype.itemsize > 4 and data.size and np.isfinite(data).all() and np.abs(data).max() > _FLOAT32_MAX:
+            raise AudioError("<array>", f"samples beyond float32's range (max |x| {float(np.abs(data).max()):.3g}): "
+                                        "corrupt float data?")
+        with np.errstate(over="ignore"):  # NaN/inf are reported by the caller, with the audio's name
+            return data.astype(np.float32, copy=False)
     raise AudioError("<array>", f"unsupported sample dtype {data.dtype}")
 
 

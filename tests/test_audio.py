@@ -155,3 +155,9 @@ def test_array_errors() -> None:
         load_audio(np.zeros(0, dtype=np.float32), orig_sample_rate=16000)
     with pytest.raises(AudioError, match="non-finite"):
         load_audio(np.array([0.0, np.inf], dtype=np.float32), orig_sample_rate=16000)
+    # finite float64 samples that float32 cannot hold: named as such, not as NaN/inf
+    with pytest.raises(AudioError, match="beyond float32's range"):
+        load_audio(np.array([0.0, 1e300]), orig_sample_rate=16000)
+    with pytest.raises(AudioError, match="non-finite"):
+        load_audio(np.array([0.0, np.nan]), orig_sample_rate=16000)
+    assert load_audio(np.array([0.0, 0.5, -0.25]), 16000, orig_sample_rate=16000).dtype == torch.float32
