@@ -254,13 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that describe bad input or a missing resource (a file, a corpus, a download) in their message:
+    the command prints that message, not a traceback. Anything else is a bug and keeps its traceback."""
+    from .audio import AudioError
+    from .checkpoint import CheckpointError
+    from .corpora.download import DownloadError, UnsafeArchiveError
+    from .manifest import ManifestError
+    from .train import TrainingError
+
+    return AudioError, CheckpointError, DownloadError, UnsafeArchiveError, ManifestError, TrainingError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

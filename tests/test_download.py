@@ -315,3 +315,28 @@ def test_find_or_download_local_copy_without_network(tmp_path):
         find_or_download("commonvoice", tmp_path)
     with pytest.raises(KeyError):
         find_or_download("nope", tmp_path)
+
+
+def test_failed_download_says_where_a_local_copy_was_looked_for(server, tmp_path):
+    """Offline, the fix is a local copy: the error names the folder searched and how to point at another one."""
+    src = Source(dirname="toy", roots=(".",), check=("etc/list.txt",), url=server.base + "/gone.tar.gz")
+    with pytest.raises(DownloadError) as ei:
+        find_or_download("toy", tmp_path / "data", source=src)
+    msg = str(ei.value)
+    assert str(tmp_path / "data" / "toy") in msg and "ASR_S2S_DATA" in msg and "404" in msg
+
+
+def test_cli_prints_user_errors_without_a_traceback(tmp_path, capsys):
+    """A missing corpus (no local copy, downloads disabled) and a model file that is not one: `error: ...` on
+    stderr and exit status 2 from the command, not a traceback."""
+    from asr_s2s.cli import main
+
+    rc = main(["prepare", "commonvoice", "--data-dir", str(tmp_path), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "commonvoice" in err and "Traceback" not in err
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    (tmp_path / "dev.jsonl").write_text("")
+    rc = main(["evaluate", str(bad), str(tmp_path / "dev.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and str(bad) in err

@@ -470,7 +470,11 @@ def find_or_download(
         raise FileNotFoundError(f"{corpus}: no local copy under {where} (downloads disabled; official URL {source.url})")
     filename = source.filename or Path(urllib.parse.urlparse(source.url).path).name
     log.info("%s: no local copy under %s; downloading %s", corpus, where, source.url)
-    archive = download(source.url, where / filename, sha256=source.sha256, md5=source.md5, size=source.size)
+    try:
+        archive = download(source.url, where / filename, sha256=source.sha256, md5=source.md5, size=source.size)
+    except DownloadError as exc:  # say where a local copy was looked for: the usual fix on an offline machine
+        raise DownloadError(f"{corpus}: no local copy under {where} (the data root is --data-dir, else $ASR_S2S_DATA, "
+                            f"else ./data) and the download failed: {exc}") from exc
     extract(archive, where)
     found = find_local(source, data_dir)
     if found is None:
