@@ -380,9 +380,9 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
                                "machine": machine_info(), "load1_start": load1()}
         log(f"machine: {res['machine']['cpu']}, {res['machine']['torch_threads']} threads, torch {torch.__version__}, "
             f"load {res['load1_start']:.2f}")
+        train_m, eval_m = prepare_manifests(corpus, data_root(data_dir), work, quick)  # first: a missing corpus fails fast
         log("measuring the fp32 matmul peak ...")
         res["peak"] = measure_peak(max(3, repeats * (1 if quick else 3)), quick)
-        train_m, eval_m = prepare_manifests(corpus, data_root(data_dir), work, quick)
         log("feature extraction ...")
         res["features"] = feature_bench(eval_m, repeats)
         log(f"training throughput ({repeats} timed epochs) ...")
