@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -56,8 +55,7 @@ def main() -> int:
     model = load_model(args.model)
     out = {"machine": machine_info(), "model": args.model, "rounds": []}
     with tempfile.TemporaryDirectory(prefix="asr-s2s-bench-decode-") as tmp:
-        _, eval_m = prepare_manifests("an4", data_root(args.data_dir or os.environ.get("ASR_S2S_DATA")), Path(tmp),
-                                      False)
+        _, eval_m = prepare_manifests("an4", data_root(args.data_dir), Path(tmp), False)
         for r in range(args.rounds):
             load = load1()
             with torch.no_grad():
