@@ -45,12 +45,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .train import TrainingError, train
+    from .train import train
 
     try:
         cfg = load_config(args.config, args.set)
         path = train(cfg, args.out, resume=args.resume)
-    except (TrainingError, ValueError) as err:
+    except ValueError as err:  # a bad config value (TrainingError and the other user errors: see main)
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"model: {path}")
