@@ -72,7 +72,8 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
     """Decode manifest entries (dicts with audio_filepath, text, optional offset/duration/id).
 
     Unreadable audio is skipped and counted (``skipped``), never fatal. ``rtf`` is wall time
-    (loading + features + search) over audio duration.
+    (loading + features + search) over audio duration. ``precision`` defaults to fp32 so that scores do
+    not depend on the machine ("auto", transcription's default, is bf16 on CPUs with native bf16).
     """
     model.eval()
     sr = model.features.sample_rate

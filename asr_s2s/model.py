@@ -105,26 +105,30 @@ class ASRModel(nn.Module):
         return self.logmel(batch, lengths.to(self.device))
 
     @torch.inference_mode()
-    def transcribe_waves(self, waves: Sequence[torch.Tensor], beam: int = 1, batch_size: int = 16) -> list[tuple[str, float]]:
-        """16 kHz mono waveforms -> (text, score) each; batched by similar length to keep padding small."""
+    def transcribe_waves(self, waves: Sequence[torch.Tensor], beam: int = 1, batch_size: int = 16,
+                         precision: str = "auto") -> list[tuple[str, float]]:
+        """Mono waveforms at the model's rate -> (text, score) each; batched by similar length to keep padding
+        small. ``precision`` as in :meth:`transcribe`."""
         self.eval()
         order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
         out: list[tuple[str, float]] = [("", 0.0)] * len(waves)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             feats, lens = self.features_of([waves[j] for j in idx])
-            res = self.decode(feats, lens, beam=beam)
+            res = self.decode(feats, lens, beam=beam, precision=precision)
             for k, j in enumerate(idx):
                 out[j] = (self.tokenizer.decode(res.tokens[k]), float(res.scores[k]))
         return out
 
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
-                   beam: int = 1, batch_size: int = 16, long_form: bool = True, precision: str = "fp32"
+                   beam: int = 1, batch_size: int = 16, long_form: bool = True, precision: str = "auto"
                    ) -> Union[Transcript, list[Transcript]]:
         """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
         a list gives a list. Recordings longer than the model's training utterances are split at
         silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder (and the
-        LSTM/location decoder's gate product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`)."""
+        LSTM/location decoder's gate product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the
+        default) does so where the CPU has native bf16 (AVX512-BF16 or AMX) and stays fp32 elsewhere; "fp32"
+        never does."""
         from .transcribe import transcribe_inputs
 
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))

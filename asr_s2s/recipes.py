@@ -148,8 +148,10 @@ def _finished(last: Path) -> bool:
     return bool(load_checkpoint(last)["state"].get("done"))
 
 
-def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1) -> dict:
-    """Score one split; the dict is what ``asr-s2s evaluate --json`` prints."""
+def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
+                   precision: str = "fp32") -> dict:
+    """Score one split; the dict is what ``asr-s2s evaluate --json`` prints. ``precision`` applies to speech
+    models (see evaluate_entries)."""
     from .model import load_model
 
     model = load_model(model_path)
@@ -171,7 +173,7 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
 
     entries, _ = read_manifest(manifest, on_error="skip")
     result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam,
-                              keep_attention=4 if report_dir else 0)
+                              keep_attention=4 if report_dir else 0, precision=precision)
     if report_dir is not None:
         write_report(result, report_dir)
     return result.summary()

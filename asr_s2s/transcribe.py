@@ -313,7 +313,7 @@ def model_max_segment(model: Any) -> float:
 def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | None = None, beam: int = 1,
                      batch_size: int = 16, long_form: bool = True, max_segment: float | None = None,
                      vad: VADConfig | None = None, errors: str = "raise", max_len_ratio: float = 1.5,
-                     repetition: dict | None = None, precision: str = "fp32") -> Iterator[tuple[int, Any]]:
+                     repetition: dict | None = None, precision: str = "auto") -> Iterator[tuple[int, Any]]:
     """Yield ``(index, Transcript)`` in input order (or ``(index, AudioError)`` with ``errors="skip"``)."""
     from .model import Segment, Transcript
 

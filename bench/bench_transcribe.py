@@ -5,7 +5,8 @@ The recording is real FSDD utterances (trimmed, all speakers) joined by 0.5-1 s 
 (streamed VAD -> pooled, length-sorted batches -> greedy search). Also transcribes the same number
 of short files (the clips) to compare per-file overhead.
 
-    python bench/bench_transcribe.py --model MODEL.pt [--minutes 10] [--threads 1] [--batch-size 32] [--json F]
+    python bench/bench_transcribe.py --model MODEL.pt [--minutes 10] [--threads 1] [--batch-size 32]
+                                         [--precision auto|fp32|bf16] [--json F]
 
 Reports audio seconds, wall seconds, RTF (wall / audio; lower is faster), segments found vs
 utterances placed, the peak RSS growth during transcription and the peak of numpy/Python allocations
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="as `asr-s2s transcribe`")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,24 +58,26 @@ def main() -> None:
         path = Path(tmp) / "long.wav"
         sf.write(str(path), wave, 8000)
         dur = wave.size / 8000
-        model.transcribe(clips[:8], sample_rate=8000)  # warm-up
+        model.transcribe(clips[:8], sample_rate=8000, precision=args.precision)  # warm-up
         rss0 = peak_rss_mb()
         t0 = time.perf_counter()
-        res = model.transcribe(path, batch_size=args.batch_size, beam=args.beam)
+        res = model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision)
         wall = time.perf_counter() - t0
         rss1 = peak_rss_mb()
         tracemalloc.start()  # numpy + Python allocations (torch's own tensors are not traced)
-        model.transcribe(path, batch_size=args.batch_size, beam=args.beam)
+        model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision)
         traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         t0 = time.perf_counter()
-        model.transcribe(clips, sample_rate=8000, batch_size=args.batch_size, beam=args.beam, long_form=False)
+        model.transcribe(clips, sample_rate=8000, batch_size=args.batch_size, beam=args.beam, long_form=False,
+                         precision=args.precision)
         clip_wall = time.perf_counter() - t0
     speech = sum(c.size for c in clips) / 8000
     out = {"audio_s": round(dur, 1), "wall_s": round(wall, 2), "rtf": round(wall / dur, 4), "segments": len(res.segments),
            "utterances": len(truth), "peak_rss_growth_mb": round(rss1 - rss0, 1), "traced_peak_mb": round(traced_peak, 1), "waveform_mb": round(wave.nbytes / 2**20, 1),
            "clips_wall_s": round(clip_wall, 2), "clips_rtf_on_speech": round(clip_wall / speech, 4),
-           "threads": args.threads, "batch_size": args.batch_size, "beam": args.beam, "torch": torch.__version__}
+           "threads": args.threads, "batch_size": args.batch_size, "beam": args.beam,
+           "precision": args.precision, "torch": torch.__version__}
     print(json.dumps(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -206,6 +206,36 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
         m.greedy(x, xl, precision="fp8")
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(trained):
+    """precision="auto" resolves to bf16 on a CPU whose flags list AVX512-BF16 or AMX-BF16 (read from
+    /proc/cpuinfo, independently of torch), to fp32 elsewhere and on other devices; a search with "auto"
+    decodes what the precision it resolves to decodes."""
+    from asr_s2s.seq2seq.search import native_bf16, resolve_precision
+
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_bf16("cpu") is native
+    assert resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cuda") == "fp32"  # GPUs: not measured, fp32 until they are
+    assert (resolve_precision("fp32"), resolve_precision("bf16", "cuda")) == ("fp32", "bf16")
+    with pytest.raises(ValueError, match="auto"):
+        resolve_precision("fp16")
+    m, _, (hx, hxl) = trained
+    want = m.greedy(hx, hxl, precision=resolve_precision("auto"))
+    got = m.greedy(hx, hxl, precision="auto")
+    assert got.tokens == want.tokens and torch.equal(got.scores, want.scores)
+
+
 def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
     """encode(precision="bf16") runs a cached copy of the encoder with bf16 weights: the same output as the
     encoder itself under bf16 autocast, bit for bit, and a new copy once a weight changes."""

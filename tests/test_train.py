@@ -101,6 +101,12 @@ def test_evaluate_json_matches_jiwer(trained: dict) -> None:
     entries, _ = read_manifest(trained["dev"])
     py = evaluate_entries(load_model(trained["out"] / "model.pt"), [e.to_dict() for e in entries])
     assert py.wer == pytest.approx(res["wer"]) and py.cer == pytest.approx(res["cer"])
+    # --precision reaches the search: the CLI's bf16 scores are Python's bf16 scores.
+    r = cli("evaluate", str(trained["out"] / "model.pt"), str(trained["dev"]), "--json", "--precision", "bf16")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    py = evaluate_entries(load_model(trained["out"] / "model.pt"), [e.to_dict() for e in entries], precision="bf16")
+    assert py.wer == pytest.approx(res["wer"]) and py.cer == pytest.approx(res["cer"])
 
 
 def test_refuses_to_overwrite_a_run_without_resume(trained: dict) -> None:

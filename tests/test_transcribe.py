@@ -244,13 +244,14 @@ def test_bundled_default_model_needs_no_flag(fsdd_dir):
         pytest.skip("no bundled default model in this checkout")
     words = "zero one two three four five six seven eight nine".split()
     files = [fsdd_dir / f"{d}_{spk}_{i}.wav" for d, spk, i in zip(range(10), ["george", "jackson", "lucas", "nicolas", "theo"] * 2, [0, 1, 2, 3, 4] * 2)]
-    res = _cli("--format", "json", *map(str, files))
+    res = _cli("--format", "json", "--precision", "fp32", *map(str, files))
     assert res.returncode == 0, res.stderr
     got = [json.loads(line)["text"] for line in res.stdout.splitlines()]
     assert len(got) == 10
     assert sum(g == words[i] for i, g in enumerate(got)) >= 9  # official test-split recordings (0-4)
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the bf16 encoder hears the same digits
-        res = _cli("--format", "json", "--precision", "bf16", *map(str, files))
+    # The default precision (auto: bf16 where the CPU has it natively) and bf16 hear the same digits.
+    for opts in ([], ["--precision", "bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else []):
+        res = _cli("--format", "json", *opts, *map(str, files))
         assert res.returncode == 0, res.stderr
         assert [json.loads(line)["text"] for line in res.stdout.splitlines()] == got
 

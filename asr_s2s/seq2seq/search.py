@@ -20,7 +20,8 @@ Greedy reports the same normalised score, so beam width 1 gives greedy's tokens 
 float rounding: greedy drops finished rows from its batch, which can change a product's summation order, and
 takes the argmax of the logits, where beam search ranks log-probabilities).
 
-Precision: with `precision="bf16"` the encoder runs under bfloat16 autocast (its LSTMs, convolutions and
+Precision: "fp32" (the default here), "bf16", or "auto" (see `resolve_precision`: bf16 where the CPU has
+native bf16 arithmetic, fp32 elsewhere). With `precision="bf16"` the encoder runs under bfloat16 autocast (its LSTMs, convolutions and
 linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its outputs are cast
 back to fp32. The search steps stay fp32 (small, latency-bound ops where casts cost more than they
 save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
@@ -47,7 +48,7 @@ LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
 # of them is live.
 SHRINK_AT = 0.75
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -99,6 +100,31 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             model.train(was_training)
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` does bf16 arithmetic in hardware, where bf16 decoding is the faster one: an x86 CPU with
+    AVX512-BF16 or AMX. (oneDNN also runs bf16 on plain AVX-512 by emulation, where it is not faster; GPUs are not
+    measured yet.)"""
+    if torch.device(device).type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """"fp32" or "bf16" for a precision option: "auto" is "bf16" where `native_bf16(device)`, else "fp32".
+
+    Why transcription defaults to "auto": on the AVX512-BF16 development machine bf16 greedy decoding of AN4 dev
+    with the reference model took 0.83-0.90x the time of fp32 at batch 1 and 0.64-0.71x at batch 16, and the
+    bundled default model transcribed a 10-minute recording in 0.80x the time, with the same WER and CER on AN4
+    dev and FSDD test in both precisions (bench/RESULTS.md, ninth landing)."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 # Modules whose weights autocast casts to bf16 at every call (the ones it runs in bf16).
 _AUTOCAST_BF16_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase)
 
@@ -122,10 +148,9 @@ def _bf16_encoder(encoder: nn.Module) -> nn.Module:
 
 def encode(model: nn.Module, src: Tensor, src_lens: Tensor, precision: str = "fp32") -> EncoderOutput:
     """model.encode in the given precision (see the module doc); the output is always fp32."""
+    precision = resolve_precision(precision, src.device)
     if precision == "fp32":
         return model.encode(src, src_lens)
-    if precision != "bf16":
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     with torch.autocast(src.device.type, dtype=torch.bfloat16):
         if model.frontend is not None:
             src = model.frontend(src)
@@ -166,6 +191,7 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
     widely in transcript length (AN4 dev in length-sorted batches of 16: 55% of row-steps live), and
     every step costs per row stepped."""
     _check(length_norm, alpha)
+    precision = resolve_precision(precision, src.device)
     with _eval_mode(model):
         enc = encode(model, src, src_lens, precision)
         dec = model.decoder
@@ -247,6 +273,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     k = beam
+    precision = resolve_precision(precision, src.device)
     with _eval_mode(model):
         enc = encode(model, src, src_lens, precision)
         dec = model.decoder
