@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--report", type=Path, help="write per-utterance TSV, alignments and attention plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
                    help="speech models: fp32 (default, the same scores on every machine), bf16, or auto "
                         "(what `transcribe` uses by default: bf16 where the CPU has native bf16)")
     p.set_defaults(func=_cmd_evaluate)
