@@ -21,12 +21,12 @@ float rounding: greedy drops finished rows from its batch, which can change a pr
 takes the argmax of the logits, where beam search ranks log-probabilities).
 
 Precision: "fp32" (the default here), "bf16", or "auto" (see `resolve_precision`: bf16 where the CPU has
-native bf16 arithmetic, fp32 elsewhere). With `precision="bf16"` the encoder runs under bfloat16 autocast
-(its LSTMs, convolutions and linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on
-GPUs) and its outputs are cast back to fp32. The search steps stay fp32 (small, latency-bound ops where
-casts cost more than they save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
-packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16
-emulate the encoder's bf16 (not measured here; expect it slower than fp32).
+native bf16 arithmetic, fp32 elsewhere). With `precision="bf16"` the encoder runs under bfloat16 autocast (its
+LSTMs, convolutions and linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its
+outputs are cast back to fp32. The search steps stay fp32 (small, latency-bound ops where casts cost more than
+they save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
+packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16 emulate
+the encoder's bf16 (not measured here; expect it slower than fp32).
 """
 
 from __future__ import annotations
