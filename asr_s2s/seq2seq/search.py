@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Iterator
@@ -104,8 +105,12 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether `device` does bf16 arithmetic in hardware, where bf16 decoding is the faster one: an x86 CPU with
     AVX512-BF16 or AMX. (oneDNN also runs bf16 on plain AVX-512 by emulation, where it is not faster; GPUs are not
     measured yet.)"""
-    if torch.device(device).type != "cpu":
-        return False
+    return torch.device(device).type == "cpu" and _cpu_native_bf16()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_native_bf16() -> bool:
+    # Asked once per process: every search resolves its precision.
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(check()) for check in checks if check is not None)
