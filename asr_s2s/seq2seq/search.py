@@ -121,7 +121,7 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
     Why transcription defaults to "auto": on the AVX512-BF16 development machine bf16 greedy decoding of AN4 dev
     with the reference model took 0.83-0.90x the time of fp32 at batch 1 and 0.64-0.71x at batch 16, and the
-    bundled default model transcribed a 10-minute recording in 0.80x the time, with the same WER and CER on AN4
+    bundled default model transcribed a 10-minute recording in 0.79x the time, with the same WER and CER on AN4
     dev and FSDD test in both precisions (bench/RESULTS.md, ninth landing)."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
