@@ -141,7 +141,7 @@ def test_search_step_with_packed_weights(monkeypatch):
                 p.mul_(scale)
         ref = m.decoder(m.encode(x, xl), tgt_in)[0].detach()
         torch.testing.assert_close(_stepped_logits(m, x, xl, tgt_in), ref, atol=1e-5, rtol=1e-4)
-    weights = packed._DERIVED[m.decoder][("search_weights", torch.float32)][1]
+    weights = packed._DERIVED[m.decoder][("search_weights", "fp32")][1]
     assert (weights.gates.packed is not None) == packed.can_pack(weights.gates.weight)
 
 
@@ -188,6 +188,44 @@ def test_packed_linear_equals_linear(rows):
     torch.testing.assert_close(plain(x, add=other), ref + other)
     with pytest.raises(ValueError):
         lin(x, act="relu")
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_int8_linear_quantizes_per_row_and_hands_larger_batches_to_its_fallback():
+    """Int8Linear stores each weight row as int8 times a bf16 scale (within half a step of the weight, the
+    row's largest entry exact up to the scale's rounding), multiplies 1-2 rows in bf16 with fp32 results that
+    match the dequantized weight's product to bf16 rounding (tanh and add as PackedLinear), and gives rows
+    beyond INT8_MAX_ROWS to its fallback unchanged. An input size its kernel cannot take (not a multiple of 16:
+    garbage or a crash in torch 2.13) is refused."""
+    from asr_s2s.seq2seq.packed import INT8_MAX_ROWS, Int8Linear, PackedLinear, can_int8
+
+    assert not can_int8(40) and not can_int8(64, "meta")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Int8Linear(torch.randn(48, 40))
+    torch.manual_seed(0)
+    w, b = torch.randn(48, 64), torch.randn(48)
+    w[5] = 0.0  # an all-zero row quantizes to zeros, not NaN
+    w[7] *= 1000.0  # rows are scaled independently
+    fallback = PackedLinear(w, b, min_elements=0)
+    lin = Int8Linear(w, b, fallback=fallback)
+    assert can_int8(64) and lin.weight.dtype == torch.int8 and lin.scale.dtype == torch.bfloat16
+    deq = lin.dequantized()
+    step = lin.scale.float()[:, None]
+    assert torch.all((deq - w).abs() <= step / 2 + 1e-6 * w.abs())
+    assert torch.equal(deq[5], torch.zeros(64)) and lin.weight.abs().amax(1)[torch.arange(48) != 5].min() >= 126
+    for rows in range(1, INT8_MAX_ROWS + 1):
+        x, other = torch.randn(rows, 64), torch.randn(rows, 48)
+        ref = torch.nn.functional.linear(x.bfloat16().float(), deq, b)
+        y = lin(x)
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, ref, atol=0.02 * float(ref.abs().max()), rtol=0.01)
+        torch.testing.assert_close(lin(x, act="tanh"), y.tanh())
+        torch.testing.assert_close(lin(x, add=other), y + other)
+        assert float((y - torch.nn.functional.linear(x, w, b)).abs().max()) > 0  # it did run on int8 weights
+    x = torch.randn(INT8_MAX_ROWS + 1, 64)
+    assert torch.equal(lin(x), fallback(x))
+    with pytest.raises(ValueError):
+        lin(x[:1], act="relu")
 
 
 def test_fused_location_loop_gradients_equal_the_plain_step_loop(monkeypatch):

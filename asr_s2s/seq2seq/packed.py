@@ -70,8 +70,8 @@ MIN_PACKED_ELEMENTS = 1 << 19
 
 class PackedLinear:
     """y = act(x W^T + b) [+ other]: W (out, in) and b (out,) are copied (detached) in `dtype` and W is
-    packed once if it has at least `min_elements` (default MIN_PACKED_ELEMENTS) entries; x (N, in) must have
-    that dtype. Inference only (no autograd through the packed op)."""
+    packed once if it has at least `min_elements` (default MIN_PACKED_ELEMENTS) entries; x and y are fp32 (a
+    bf16 weight multiplies x cast to bf16). Inference only (no autograd through the packed op)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, dtype: torch.dtype = torch.float32,
                  rows_hint: int = 16, min_elements: int | None = None) -> None:
@@ -86,17 +86,87 @@ class PackedLinear:
                 self.packed = None
 
     def __call__(self, x: Tensor, act: str = "none", add: Tensor | None = None) -> Tensor:
-        """x (N, in) -> (N, out); act "none" or "tanh" (applied before `add`, and only without it)."""
-        if act not in ("none", "tanh") or (act != "none" and add is not None):
-            raise ValueError("PackedLinear: act is 'none' or 'tanh', and 'tanh' cannot be combined with add")
+        """x (N, in) fp32 -> fp32 (N, out); act "none" or "tanh" (applied before `add`, and only without it).
+        A bf16 weight gets x cast to bf16, and its bf16 product back in fp32 (by the add, where there is one)."""
+        _check_act(act, add)
+        low = self.weight.dtype != torch.float32
+        if low:
+            x = x.to(self.weight.dtype)
         if self.packed is not None:
-            if add is not None:
+            if add is not None and not low:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, self.bias, "add")
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, act, [], "")
-        y = F.linear(x, self.weight, self.bias)
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none" if low else act, [], "")
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        if low:
+            return add + y if add is not None else y.float().tanh_() if act == "tanh" else y.float()
         if act == "tanh":
-            return torch.tanh(y)
+            return y.tanh_() if self.packed is None else y
         return y if add is None else y.add_(add)
+
+
+def _check_act(act: str, add: Tensor | None) -> None:
+    if act not in ("none", "tanh") or (act != "none" and add is not None):
+        raise ValueError("act is 'none' or 'tanh', and 'tanh' cannot be combined with add")
+
+
+# ``_weight_int8pack_mm`` on CPU needs the input size to be a multiple of this: for other sizes (torch 2.13) it
+# returns garbage or crashes the process.
+INT8_IN_MULTIPLE = 16
+
+
+def can_int8(in_features: int, device: torch.device | str = "cpu") -> bool:
+    """Whether `Int8Linear` serves a weight (out, in_features) on `device`: a CPU with native bf16 (its products
+    take bf16 rows; elsewhere they are emulated and slower than fp32), a torch with ``_weight_int8pack_mm``, and
+    in_features a multiple of INT8_IN_MULTIPLE."""
+    return (torch.device(device).type == "cpu" and in_features % INT8_IN_MULTIPLE == 0
+            and hasattr(torch.ops.aten, "_weight_int8pack_mm") and _cpu_packing(torch.bfloat16))
+
+
+# Int8Linear multiplies at most this many rows on its int8 weight; more go to its fallback.
+INT8_MAX_ROWS = 2
+
+
+class Int8Linear:
+    """y = act(x W^T + b) [+ other] on W quantized to int8 once (weight-only quantization, as CTranslate2's
+    int8_bfloat16): each output row r stored as round(W_r / s_r) in [-127, 127], with s_r = max |W_r| / 127
+    (rounded to bf16); x is cast to bf16 and the product (``torch._weight_int8pack_mm``) accumulates in fp32
+    and rounds to bf16, like a bf16 product. The result is fp32. Inference only.
+
+    Why: a search step at one row is bound by streaming its weights from L3 (they do not fit a 1 MB L2), and
+    int8 halves the bytes of bf16 and quarters those of fp32. But the int8 kernel computes row by row: it
+    beats oneDNN's packed bf16 product only up to ~2 rows (2 threads, (N x 832) @ (832 x 1280): 34 vs 43 us
+    at 1 row, 45 vs 44 at 2, 234 vs 110 at 16). So x of more than INT8_MAX_ROWS rows goes to `fallback` (the
+    same map at another precision) when one is given (bench/RESULTS.md, tenth landing)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, fallback: Callable[..., Tensor] | None = None
+                 ) -> None:
+        if weight.size(1) % INT8_IN_MULTIPLE:
+            raise ValueError(f"Int8Linear needs an input size that is a multiple of {INT8_IN_MULTIPLE}, got "
+                             f"{weight.size(1)} (see can_int8)")
+        w = weight.detach().float()
+        self.scale = (w.abs().amax(dim=1).clamp(min=1e-30) / 127.0).to(torch.bfloat16)
+        self.weight = torch.round(w / self.scale.float()[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.fallback = fallback
+
+    def dequantized(self) -> Tensor:
+        """The fp32 weight this product multiplies by: (out, in)."""
+        return self.weight.float() * self.scale.float()[:, None]
+
+    def __call__(self, x: Tensor, act: str = "none", add: Tensor | None = None) -> Tensor:
+        """x (N, in) -> fp32 (N, out); act and add as in PackedLinear."""
+        if self.fallback is not None and x.size(0) > INT8_MAX_ROWS:
+            return self.fallback(x, act, add)
+        _check_act(act, add)
+        y = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)  # (N, out) bf16
+        if self.bias is not None:
+            y = self.bias + y  # fp32 by type promotion: the cast rides along
+        if add is not None:
+            return add + y
+        if act == "tanh":
+            return y.float().tanh_()
+        return y.float()
 
 
 # ---- LSTM layers on weights reordered once -------------------------------------------------------------------
