@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--report", type=Path, help="write per-utterance TSV, alignments and attention plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
-                   help="speech models: fp32 (default, the same scores on every machine), bf16, or auto "
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="fp32",
+                   help="speech models: fp32 (default, the same scores on every machine), bf16, int8, or auto "
                         "(what `transcribe` uses by default: bf16 where the CPU has native bf16)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -230,9 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="bf16: run the encoder and the decoder's largest product in bfloat16; auto (default): "
-                        "bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="bf16: run the encoder and the decoder's largest product in bfloat16; int8: as bf16, with "
+                        "the decoder's large products on int8 weights; auto (default): bf16 on CPUs with native "
+                        "bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
     p.set_defaults(func=_cmd_transcribe)
 

@@ -128,7 +128,7 @@ class ASRModel(nn.Module):
         silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder (and the
         LSTM/location decoder's gate product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the
         default) does so where the CPU has native bf16 (AVX512-BF16 or AMX) and stays fp32 elsewhere; "fp32"
-        never does."""
+        never does; "int8" is bf16 plus int8 weights in that decoder's batch-1 steps (opt-in, see the same module)."""
         from .transcribe import transcribe_inputs
 
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))

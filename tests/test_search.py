@@ -200,10 +200,34 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
             assert same >= len(ref.tokens) - 1, (beam, ref.tokens, low.tokens)
             torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
     cached = packed._DERIVED[m.decoder]  # bf16 searches asked for a bf16 gate product
-    hit = cached.get(("search_weights", torch.bfloat16)) or cached[("search_weights", torch.float32)]
-    assert hit[1].gates.weight.dtype == (torch.bfloat16 if pack_all else torch.float32)
+    assert cached[("search_weights", "bf16")][1].gates.weight.dtype == (torch.bfloat16 if pack_all else torch.float32)
     with pytest.raises(ValueError, match="precision"):
         m.greedy(x, xl, precision="fp8")
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_int8_decoding_matches_fp32_and_is_bf16_beyond_two_rows(trained, monkeypatch):
+    """precision="int8": one utterance at a time, greedy search steps on int8 weights and decodes what fp32
+    decodes on the trained model's training and held-out utterances (scores within bf16 rounding); a step of
+    more rows (a beam of 3) is bf16's step, so int8 beam search equals bf16 beam search exactly."""
+    from asr_s2s.seq2seq import packed
+
+    m, (x, xl), (hx, hxl) = trained
+    monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)  # the bf16 fallback packed, as on a full-size model
+    packed._DERIVED.pop(m.decoder, None)
+    same = total = 0
+    for src, lens in ((x, xl), (hx, hxl)):
+        for i in range(src.size(0)):
+            one, n = src[i:i + 1, :lens[i]], lens[i:i + 1]
+            ref, low = m.greedy(one, n), m.greedy(one, n, precision="int8")
+            same, total = same + (ref.tokens == low.tokens), total + 1
+            torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
+    assert same >= total - 1, (same, total)
+    weights = packed._DERIVED[m.decoder][("search_weights", "int8")][1]
+    assert all(isinstance(lin, packed.Int8Linear) for lin in (weights.gates, weights.query, weights.combine))
+    one, n = hx[:1, :hxl[0]], hxl[:1]
+    a, b = m.beam_search(one, n, beam=3, precision="int8"), m.beam_search(one, n, beam=3, precision="bf16")
+    assert a.tokens == b.tokens and torch.equal(a.scores, b.scores)
 
 
 def _cpu_flags() -> set[str]:
@@ -228,6 +252,9 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(trained):
     assert resolve_precision("auto") == ("bf16" if native else "fp32")
     assert resolve_precision("auto", "cuda") == "fp32"  # GPUs: not measured, fp32 until they are
     assert (resolve_precision("fp32"), resolve_precision("bf16", "cuda")) == ("fp32", "bf16")
+    assert resolve_precision("int8") == ("int8" if native else "fp32")
+    with pytest.warns(UserWarning, match="int8"):  # int8 computes in bf16: where that is not native, auto
+        assert resolve_precision("int8", "cuda") == "fp32"
     with pytest.raises(ValueError, match="auto"):
         resolve_precision("fp16")
     m, _, (hx, hxl) = trained

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
-from .packed import PackedLinear, can_pack, derived
+from .packed import Int8Linear, PackedLinear, can_int8, can_pack, derived
 
 
 @dataclass
@@ -148,9 +148,9 @@ class _SearchWeights(NamedTuple):
     """See Decoder._search_weights."""
 
     table: Tensor  # (V, 4H)
-    gates: PackedLinear  # [ctx; h] -> 4H
-    query: PackedLinear  # h -> 2 W_s h
-    combine: PackedLinear  # [s; ctx] -> hidden
+    gates: PackedLinear | Int8Linear  # [ctx; h] -> 4H
+    query: PackedLinear | Int8Linear  # h -> 2 W_s h
+    combine: PackedLinear | Int8Linear  # [s; ctx] -> hidden
     output: PackedLinear  # hidden -> V
     attention: LocationConstants  # LocationAttention.search_constants()
 
@@ -253,10 +253,11 @@ class Decoder(nn.Module):
     def step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory, precision: str = "fp32"
              ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step for a batch of hypotheses: tokens (N,) long (the previous output) ->
-        logits (N, V), new state, attention weights (N, T). precision "bf16": the LSTM/location decoder's
-        gate product runs in bf16 in inference where the CPU has native bf16 (see _search_step)."""
+        logits (N, V), new state, attention weights (N, T). precision "bf16" / "int8": the LSTM/location
+        decoder's largest products run on bf16 / int8 weights in inference where the CPU has native bf16 (see
+        _search_weights)."""
         if self._use_search_step():
-            return self._search_step(self._search_weights(precision == "bf16"), tokens, state, mem)
+            return self._search_step(self._search_weights(precision), tokens, state, mem)
         feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
         return self.output(feats), state, w
 
@@ -267,7 +268,7 @@ class Decoder(nn.Module):
         ~45 us under cProfile, a tenth of a batch-1 step); a search calls this once per batch, and weights do
         not change during a search."""
         if self._use_search_step():
-            return functools.partial(self._search_step, self._search_weights(precision == "bf16"))
+            return functools.partial(self._search_step, self._search_weights(precision))
         return functools.partial(self.step, precision=precision)
 
     def _use_search_step(self) -> bool:
@@ -281,46 +282,57 @@ class Decoder(nn.Module):
         """`step` of the input-feeding LSTM decoder in inference, on weights prepared once (p, from
         _search_weights): the embedding's share of the gates (with both biases) is a per-token table,
         [context; h] meets the rest of the gate weights in one product, on a weight packed for oneDNN
-        where that pays (see packed.py). Same function as `_step` + `output`. With bf16 weights (precision
-        "bf16" and native bf16) the gate product, the step's largest (4H x (ctx + H)), runs in bf16 with fp32
-        accumulation; the rest of the step stays fp32."""
+        where that pays (see packed.py). Same function as `_step` + `output`, on the weights' precision (see
+        _search_weights); every product takes and gives fp32, the rest of the step is fp32."""
         h = state.h[0]
         w, att = self.attention.search_align(p.query(h), mem, state.att, p.attention)
         ctx = torch.bmm(w[:, None, :], mem.values).squeeze(1)
-        x, rows = torch.cat([ctx, h], dim=1), p.table.index_select(0, tokens)
-        if p.gates.weight.dtype == torch.float32:
-            gates = p.gates(x, add=rows)
-        else:
-            gates = p.gates(x.to(p.gates.weight.dtype)).float().add_(rows)
+        gates = p.gates(torch.cat([ctx, h], dim=1), add=p.table.index_select(0, tokens))
         s, c = _lstm_pointwise_inference(gates, state.c[0])
         feats = p.combine(torch.cat([s, ctx], dim=1), act="tanh")  # dropout is the identity here
         return p.output(feats), DecoderState(s[None], c[None], att), w
 
-    def _search_weights(self, bf16: bool = False) -> "_SearchWeights":
+    def _search_weights(self, precision: str = "fp32") -> "_SearchWeights":
         """The search step's weights: the (V, 4H) gate pre-activations of every token's embedding plus
-        both biases, and products for the gates' [ctx; h] part (in bf16 if asked and native), the attention
-        query (times 2, see attention._energies), the combine layer and the output layer; the attention's
-        constant factors. Built once, rebuilt when a weight changes (moved, loaded, trained). Kept outside the
-        module: packed oneDNN tensors cannot be copied."""
+        both biases, and products for the gates' [ctx; h] part, the attention query (times 2, see
+        attention._energies), the combine layer and the output layer; the attention's constant factors. Built
+        once, rebuilt when a weight changes (moved, loaded, trained). Kept outside the module: packed oneDNN
+        tensors cannot be copied.
+
+        precision "fp32": every product fp32 (packed where that pays); "bf16": the gate product, the step's
+        largest (4H x (ctx + H)), on a packed bf16 weight; "int8": as bf16, but a step of at most
+        packed.INT8_MAX_ROWS hypotheses (greedy search of one utterance) has its gate, query and combine
+        products on int8 weights (packed.Int8Linear), where that is the faster. The output layer stays fp32 (it
+        is small, and its logits rank the hypotheses). bf16 and int8 need a CPU with native bf16: elsewhere bf16
+        is fp32 and int8 is bf16."""
         r, e_dim, att = self.rnn, self.cfg.embed_dim, self.attention
         params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, att.query.weight,
                   att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
                   self.output.bias)
-        gate_dtype = torch.bfloat16 if bf16 and can_pack(r.weight_hh_l0, torch.bfloat16) else torch.float32
+        in_sizes = (r.weight_ih_l0.size(1) - e_dim + r.weight_hh_l0.size(1), att.query.weight.size(1),
+                    self.combine.weight.size(1))  # of the gate, query and combine products
+        if precision == "int8" and not all(can_int8(n, r.weight_hh_l0.device) for n in in_sizes):
+            precision = "bf16"
+        if precision == "bf16" and not can_pack(r.weight_hh_l0, torch.bfloat16):  # unpacked bf16 gains nothing
+            precision = "fp32"
 
         @torch.no_grad()
         def build() -> _SearchWeights:
             w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
             table = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, self.embed.weight, w_emb.t())
             w_gates = torch.cat([w_ctx, r.weight_hh_l0], dim=1)
-            gates = PackedLinear(w_gates, dtype=gate_dtype)
-            if gates.packed is None and gate_dtype != torch.float32:  # unpacked bf16 products gain nothing
+            gates = PackedLinear(w_gates, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
+            if gates.packed is None and precision != "fp32":  # unpacked bf16 products gain nothing
                 gates = PackedLinear(w_gates)
-            return _SearchWeights(table, gates, PackedLinear(2 * att.query.weight),
-                                  PackedLinear(self.combine.weight, self.combine.bias),
-                                  PackedLinear(self.output.weight, self.output.bias), att.search_constants())
+            query, combine = PackedLinear(2 * att.query.weight), PackedLinear(self.combine.weight, self.combine.bias)
+            if precision == "int8":
+                gates, query, combine = (Int8Linear(w_gates, fallback=gates),
+                                         Int8Linear(2 * att.query.weight, fallback=query),
+                                         Int8Linear(self.combine.weight, self.combine.bias, fallback=combine))
+            return _SearchWeights(table, gates, query, combine, PackedLinear(self.output.weight, self.output.bias),
+                                  att.search_constants())
 
-        return derived(self, ("search_weights", gate_dtype), params, build)
+        return derived(self, ("search_weights", precision), params, build)
 
     # ---- training forward --------------------------------------------------------------------
     def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,

@@ -27,6 +27,11 @@ outputs are cast back to fp32. The search steps stay fp32 (small, latency-bound 
 they save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
 packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16 emulate
 the encoder's bf16 (not measured here; expect it slower than fp32).
+"int8" (opt-in, CPUs with native bf16) is "bf16" plus weight-only int8 for the LSTM/location decoder's gate,
+query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`): they read a
+quarter of fp32's weight bytes, which is what a one- or two-row product waits on, so batch-1 greedy decoding of
+the reference model took ~0.9x bf16's time with the same AN4 dev WER (bench/RESULTS.md, tenth landing); wider
+steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import contextlib
 import copy
 import functools
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -49,7 +55,7 @@ LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
 # of them is live.
 SHRINK_AT = 0.75
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
 @dataclass
@@ -117,16 +123,21 @@ def _cpu_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """"fp32" or "bf16" for a precision option: "auto" is "bf16" where `native_bf16(device)`, else "fp32".
+    """"fp32", "bf16" or "int8" for a precision option: "auto" is "bf16" where `native_bf16(device)`, else "fp32";
+    "int8" (which computes in bf16) is "auto" where bf16 is not native, with a warning.
 
     Why transcription defaults to "auto": on the AVX512-BF16 development machine bf16 greedy decoding of AN4 dev
     with the reference model took 0.83-0.90x the time of fp32 at batch 1 and 0.64-0.71x at batch 16, and the
     bundled default model transcribed a 10-minute recording in 0.79x the time, with the same WER and CER on AN4
     dev and FSDD test in both precisions (bench/RESULTS.md, ninth landing)."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and not native_bf16(device):
+        warnings.warn(f"precision 'int8' needs a CPU with native bf16; {device} decodes with precision 'auto'",
+                      stacklevel=3)
+        precision = "auto"
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
     return precision
 
 
@@ -156,6 +167,7 @@ def encode(model: nn.Module, src: Tensor, src_lens: Tensor, precision: str = "fp
     precision = resolve_precision(precision, src.device)
     if precision == "fp32":
         return model.encode(src, src_lens)
+    # bf16 and int8 (whose int8 products are the decoder's) encode in bf16
     with torch.autocast(src.device.type, dtype=torch.bfloat16):
         if model.frontend is not None:
             src = model.frontend(src)
