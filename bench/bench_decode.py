@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr_s2s.bench import data_root, decode_bench, load1, machine_info, prepare_manifests  # noqa: E402
 from asr_s2s.model import load_model  # noqa: E402
 
-CASE = re.compile(r"^(greedy|beam(\d+))_bs(\d+)(_bf16)?$")
+CASE = re.compile(r"^(greedy|beam(\d+))_bs(\d+)(_bf16|_int8)?$")
 
 
 def parse_case(name: str) -> tuple[str, int, int, str]:
@@ -37,7 +37,7 @@ def parse_case(name: str) -> tuple[str, int, int, str]:
     if not m:
         raise SystemExit(f"bad case {name!r}: expected e.g. greedy_bs1, beam4_bs16_bf16")
     beam = 1 if m.group(1) == "greedy" else int(m.group(2))
-    return name, beam, int(m.group(3)), "bf16" if m.group(4) else "fp32"
+    return name, beam, int(m.group(3)), m.group(4)[1:] if m.group(4) else "fp32"
 
 
 def main() -> int:
