@@ -133,11 +133,11 @@ class Int8Linear:
     (rounded to bf16); x is cast to bf16 and the product (``torch._weight_int8pack_mm``) accumulates in fp32
     and rounds to bf16, like a bf16 product. The result is fp32. Inference only.
 
-    Why: a search step at one row is bound by streaming its weights from L3 (they do not fit a 1 MB L2), and
-    int8 halves the bytes of bf16 and quarters those of fp32. But the int8 kernel computes row by row: it
-    beats oneDNN's packed bf16 product only up to ~2 rows (2 threads, (N x 832) @ (832 x 1280): 34 vs 43 us
-    at 1 row, 45 vs 44 at 2, 234 vs 110 at 16). So x of more than INT8_MAX_ROWS rows goes to `fallback` (the
-    same map at another precision) when one is given (bench/RESULTS.md, tenth landing)."""
+    Why: a batch-1 search step's products are small and their weights do not stay in a 1 MB L2; there the
+    int8 kernel (~19 GMAC/s per thread, no fixed cost to speak of) beats oneDNN's packed bf16 product (~20 us
+    of fixed cost). But it computes row by row: it wins only up to ~2 rows (2 threads, (N x 832) @ (832 x
+    1280): 34 vs 43 us at 1 row, 45 vs 44 at 2, 234 vs 110 at 16). So x of more than INT8_MAX_ROWS rows goes
+    to `fallback` (the same map at another precision) when one is given (bench/RESULTS.md, tenth landing)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, fallback: Callable[..., Tensor] | None = None
                  ) -> None:

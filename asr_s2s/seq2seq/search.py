@@ -28,10 +28,10 @@ they save) except the LSTM/location decoder's gate product, the step's largest, 
 packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16 emulate
 the encoder's bf16 (not measured here; expect it slower than fp32).
 "int8" (opt-in, CPUs with native bf16) is "bf16" plus weight-only int8 for the LSTM/location decoder's gate,
-query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`): they read a
-quarter of fp32's weight bytes, which is what a one- or two-row product waits on, so batch-1 greedy decoding of
-the reference model took ~0.9x bf16's time with the same AN4 dev WER (bench/RESULTS.md, tenth landing); wider
-steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
+query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`), which are faster
+than the packed bf16/fp32 products at one or two rows: batch-1 greedy decoding of the reference model took
+0.89-0.93x bf16's time with the same AN4 dev WER (bench/RESULTS.md, tenth landing); wider steps (batch 16,
+beam 4) fall back to the bf16 product, where int8 was slower.
 """
 
 from __future__ import annotations
