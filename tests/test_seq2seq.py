@@ -32,6 +32,39 @@ def test_subsampling_output_lengths_match_actual_sizes(subsampling, factor):
         assert out.states.size(1) == predicted and int(out.lengths) == predicted >= 1
 
 
+@pytest.mark.parametrize("factor", [4, 8])
+def test_conv_subsampling_padded_rows_equal_the_row_alone_forward_and_backward(factor):
+    """Padding never reaches a real output of the conv subsampling, nor a real input's gradient: lengths of
+    every parity at every stage (the stages zero only the one padded frame that real outputs read), loud
+    garbage in the padding, 1 row alone against the padded batch, also with gradients."""
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
+                                subsample_factor=factor, conv_channels=4, dropout=0.0))
+    sub = enc.subsample
+    lengths = torch.tensor([40, 39, 37, 34, 33, 30, 29, 27, 25, 17, 9, 1])
+    t = int(lengths.max())
+    rows = [torch.randn(int(n), 13) for n in lengths]
+    x = torch.full((len(rows), t, 13), 50.0)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = r
+    x.requires_grad_(True)
+    out, out_len = sub(x, lengths)
+    g = torch.randn_like(out)
+    mask = (torch.arange(out.size(1))[None, :] < out_len[:, None])[:, :, None]
+    (out * g * mask).sum().backward()
+    for i, r in enumerate(rows):
+        xi = r[None].clone().requires_grad_(True)
+        alone, n = sub(xi, lengths[i : i + 1])
+        n = int(n)
+        assert int(out_len[i]) == n
+        torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-4)
+        (alone * g[i : i + 1, :n]).sum().backward()
+        torch.testing.assert_close(x.grad[i, : len(r)], xi.grad[0], atol=1e-5, rtol=1e-4)
+        assert x.grad[i, len(r):].abs().sum() == 0
+    with torch.inference_mode():  # the in-place path without autograd gives the same
+        torch.testing.assert_close(sub(x.detach(), lengths)[0] * mask, out.detach() * mask, atol=0, rtol=0)
+
+
 def test_conv_subsampling_inference_follows_weight_updates():
     """Inference keeps the output layer's column-permuted weight between calls (Conv2dSubsampling._out_weight):
     it gives what the training path (which re-forms it) gives, also after an in-place update of the weight."""
@@ -39,12 +72,13 @@ def test_conv_subsampling_inference_follows_weight_updates():
     enc = Encoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
                                 subsample_factor=4, conv_channels=4, dropout=0.0)).eval()
     x, xl = torch.randn(2, 31, 13), torch.tensor([31, 17])
+    real = (torch.arange(8)[None, :] < torch.tensor([8, 5])[:, None])[:, :, None]  # padded frames hold garbage
     for scale in (1.0, 1.5):
         with torch.no_grad():
             enc.subsample.out.weight.mul_(scale)
         ref = enc.subsample(x, xl)[0].detach()  # gradients on: the permutation formed afresh
         with torch.inference_mode():
-            torch.testing.assert_close(enc.subsample(x, xl)[0], ref, atol=0, rtol=0)
+            torch.testing.assert_close(enc.subsample(x, xl)[0] * real, ref * real, atol=0, rtol=0)
 
 
 # ---- padding invariance of the encoder -------------------------------------------------------------
