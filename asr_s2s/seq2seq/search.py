@@ -30,8 +30,8 @@ the encoder's bf16 (not measured here; expect it slower than fp32).
 "int8" (opt-in, CPUs with native bf16) is "bf16" plus weight-only int8 for the LSTM/location decoder's gate,
 query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`), which are faster
 than the packed bf16/fp32 products at one or two rows: batch-1 greedy decoding of the reference model took
-0.89-0.93x bf16's time with the same AN4 dev WER (bench/RESULTS.md, tenth landing); wider steps (batch 16,
-beam 4) fall back to the bf16 product, where int8 was slower.
+0.89-0.93x bf16's time, AN4 dev WER within 0.2 points of bf16's (bench/RESULTS.md, tenth and eleventh
+landings); wider steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
 """
 
 from __future__ import annotations
