@@ -53,12 +53,13 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
+    from .seq2seq import cpu_kernels
     from .seq2seq.search import native_bf16  # what precision "auto" and the int8 case go by
 
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
-            "native_bf16": native_bf16()}
+            "native_bf16": native_bf16(), "bf16_lstm_kernel": cpu_kernels.status()}
 
 
 def rss_mb() -> float:

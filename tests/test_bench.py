@@ -26,6 +26,7 @@ def test_bench_quick_json(an4_dir: Path, tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     m = res["machine"]
     assert m["cpu"] and m["torch"] == __import__("torch").__version__ and m["torch_threads"] == 1
+    assert m["bf16_lstm_kernel"].startswith(("on", "off: "))
     p = res["peak"]
     assert p["peak_gflops"] > 0.1 and set(p["mm"]) and set(p["onednn_linear"])
     t = res["train"]

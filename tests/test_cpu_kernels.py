@@ -1,0 +1,155 @@
+"""The compiled batch-1 bf16 LSTM kernel (seq2seq/cpu_kernels.py, lstm_bf16.c): its arithmetic against a plain
+reference, its use by the encoder, and what happens where it cannot be built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr_s2s.seq2seq import cpu_kernels
+from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+
+needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason=f"kernel {cpu_kernels.status()}")
+
+
+def reference_direction(x: torch.Tensor, w_ih, w_hh, b_ih, b_hh, reverse: bool):
+    """The kernel's arithmetic in plain fp32 torch: bf16 weights and input, fp32 sums and cell state, h rounded
+    to bf16 before it feeds the next step. x (T, K) -> outputs (T, H), final h and c (H)."""
+    w_ih, w_hh = w_ih.bfloat16().float(), w_hh.bfloat16().float()
+    gx = x.bfloat16().float() @ w_ih.t() + (b_ih.float() + b_hh.float())
+    hidden = w_hh.size(1)
+    h, c = torch.zeros(hidden), torch.zeros(hidden)
+    out = torch.zeros(x.size(0), hidden)
+    for t in (reversed(range(x.size(0))) if reverse else range(x.size(0))):
+        i, f, g, o = (gx[t] + h.bfloat16().float() @ w_hh.t()).chunk(4)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out[t] = h
+    return out, h, c
+
+
+def _weights(k: int, hidden: int, scale: float = 0.3):
+    return (torch.randn(4 * hidden, k) * scale, torch.randn(4 * hidden, hidden) * scale,
+            torch.randn(4 * hidden) * 0.5, torch.randn(4 * hidden) * 0.5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("t,k,hidden", [(1, 2, 16), (7, 10, 16), (8, 64, 48), (13, 40, 32), (70, 96, 64)])
+@pytest.mark.parametrize("dirs", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_layer_equals_the_reference_arithmetic(t, k, hidden, dirs, threads):
+    """Every length (including a partial tile of time steps), size and direction: outputs, final h and c as
+    the plain reference computes them, up to bf16 rounding of h where the two sum in different orders."""
+    torch.manual_seed(t * 100 + k + hidden)
+    x = torch.randn(t, k) * 2
+    ws = [_weights(k, hidden) for _ in range(dirs)]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, h_n, c_n = cpu_kernels.lstm_layer_b1(x.bfloat16(), [cpu_kernels.pack_direction(*w) for w in ws])
+    finally:
+        torch.set_num_threads(old)
+    assert out.shape == (t, dirs * hidden) and out.dtype == torch.bfloat16
+    for d, w in enumerate(ws):
+        ref, ref_h, ref_c = reference_direction(x, *w, reverse=d == 1)
+        got = out[:, d * hidden:(d + 1) * hidden].float()
+        assert (got - ref).abs().max() <= 8e-3  # one bf16 step of h in [0.5, 1)
+        assert (got - ref).abs().mean() <= 5e-4
+        assert (h_n[d] - ref_h).abs().max() <= 8e-3
+        assert (c_n[d] - ref_c).abs().max() <= 3e-2 and (c_n[d] - ref_c).abs().mean() <= 2e-3
+
+
+@needs_kernel
+def test_kernel_rejects_what_it_cannot_run():
+    packs = [cpu_kernels.pack_direction(*_weights(4, 16))]
+    with pytest.raises(ValueError, match="bf16"):
+        cpu_kernels.lstm_layer_b1(torch.randn(3, 4), packs)  # fp32 input
+    assert cpu_kernels.fits(192, 192) and cpu_kernels.fits(512, 256)
+    assert not cpu_kernels.fits(513, 256) and not cpu_kernels.fits(512, 8)
+
+
+@needs_kernel
+def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
+    """run_rnn_padded takes the kernel exactly for one unpadded utterance of a bf16 LSTM in inference, and its
+    states and finals agree with oneDNN's run of the same layers (the kernel switched off)."""
+    torch.manual_seed(0)
+    rnn = make_rnn("lstm", 40, 32, 3, bidirectional=True).eval().to(torch.bfloat16)
+    calls = []
+    real, lib = cpu_kernels.lstm_layer_b1, cpu_kernels._state["lib"]
+    monkeypatch.setattr(cpu_kernels, "lstm_layer_b1", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(1, 29, 40)
+    with torch.inference_mode():
+        out, (h, c) = run_rnn_padded(rnn, x, torch.tensor([29]))
+        assert len(calls) == 3  # one call per layer, both directions in it
+        run_rnn_padded(rnn, torch.randn(2, 29, 40), torch.tensor([29, 20]))  # batch 2: oneDNN
+        assert len(calls) == 3
+        monkeypatch.setitem(cpu_kernels._state, "lib", None)  # the kernel off: oneDNN's layers
+        ref, (ref_h, ref_c) = run_rnn_padded(rnn, x, torch.tensor([29]))
+    assert out.shape == ref.shape == (1, 29, 64) and out.dtype == ref.dtype == torch.bfloat16
+    assert h.shape == ref_h.shape == (6, 1, 32) and c.shape == ref_c.shape and h.dtype == ref_h.dtype
+    assert (out.float() - ref.float()).abs().max() <= 3e-2  # three layers of bf16 rounding apart
+    assert (out.float() - ref.float()).abs().mean() <= 2e-3
+    assert (h.float() - ref_h.float()).abs().max() <= 3e-2
+    assert (c.float() - ref_c.float()).abs().max() <= 6e-2
+    monkeypatch.setitem(cpu_kernels._state, "lib", lib)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autograd on (training): never the kernel
+        run_rnn_padded(rnn, x, torch.tensor([29]))
+    assert len(calls) == 3
+
+
+def _fresh_state(monkeypatch, tmp_path, **env):
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setenv("ASR_S2S_CACHE", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@needs_kernel
+def test_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path)
+    assert cpu_kernels.status().startswith("on")
+    built = list((tmp_path / "kernels").glob("lstm_bf16-*.so"))
+    assert len(built) == 1
+    assert not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # the build folder is gone
+
+
+@pytest.mark.parametrize("env,why", [({"ASR_S2S_CPU_KERNELS": "0"}, "turned off"),
+                                     ({"CC": "false"}, "failed on lstm_bf16.c")])
+def test_without_the_kernel_the_encoder_runs_onednn(monkeypatch, tmp_path, env, why):
+    """Switched off, or where the compiler fails: status says why, and batch-1 inference runs as before."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bf16 on this CPU")
+    _fresh_state(monkeypatch, tmp_path, **env)
+    if why.startswith("failed") and not torch.cpu._is_avx512_bf16_supported():
+        pytest.skip("no AVX512-BF16: the compiler is never asked")
+    assert not cpu_kernels.available()
+    assert cpu_kernels.status().startswith("off: ") and why in cpu_kernels.status()
+    torch.manual_seed(0)
+    rnn = make_rnn("lstm", 40, 32, 2, bidirectional=True).eval().to(torch.bfloat16)
+    x = torch.randn(1, 17, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the bf16 encoder copy runs
+        ref, _ = run_rnn_padded(rnn, x, torch.tensor([17]))  # autograd on: the plain path
+        with torch.inference_mode():
+            out, _ = run_rnn_padded(rnn, x, torch.tensor([17]))
+    assert torch.equal(out, ref.detach())  # oneDNN's reordered-weight layers, bit for bit
+
+
+@needs_kernel
+def test_kernel_builds_without_openmp_where_the_compiler_lacks_it(monkeypatch, tmp_path):
+    """A compiler that refuses -fopenmp (clang without libomp): the kernel is built without it, says so, and
+    runs both directions in turn with the same results."""
+    import shutil
+
+    cc = tmp_path / "cc-no-openmp"
+    real_cc = shutil.which("cc") or shutil.which("gcc")
+    cc.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {real_cc} "$@"\n')
+    cc.chmod(0o755)
+    torch.manual_seed(1)
+    ws = [_weights(24, 32) for _ in range(2)]
+    x = torch.randn(11, 24).bfloat16()
+    ref = cpu_kernels.lstm_layer_b1(x, [cpu_kernels.pack_direction(*w) for w in ws])
+    _fresh_state(monkeypatch, tmp_path / "cache", CC=str(cc))
+    assert cpu_kernels.status() == "on (built without OpenMP: one thread)"
+    got = cpu_kernels.lstm_layer_b1(x, [cpu_kernels.pack_direction(*w) for w in ws])
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b)
