@@ -153,3 +153,52 @@ def test_kernel_builds_without_openmp_where_the_compiler_lacks_it(monkeypatch, t
     got = cpu_kernels.lstm_layer_b1(x, [cpu_kernels.pack_direction(*w) for w in ws])
     for a, b in zip(got, ref):
         assert torch.equal(a, b)
+
+
+@needs_kernel
+@pytest.mark.parametrize("k1,k2,hidden", [(13, 7, 16), (11, 7, 48), (512, 320, 320), (1, 1, 16)])
+def test_decoder_cell_equals_the_reference_arithmetic(k1, k2, hidden):
+    """LSTMCellB1 (tails of x1 and x2 not multiples of 16, an odd number of input pairs): h and c as a bf16
+    product of [x1; x2] followed by the fp32 LSTM cell compute them."""
+    torch.manual_seed(k1 + k2 + hidden)
+    w = torch.randn(4 * hidden, k1 + k2) * 0.3
+    x1, x2, add, c = torch.randn(1, k1), torch.randn(1, k2), torch.randn(1, 4 * hidden), torch.randn(1, hidden)
+    h_got, c_got = cpu_kernels.LSTMCellB1(w)(x1, x2, add, c)
+    gates = torch.cat([x1, x2], 1).bfloat16().float() @ w.bfloat16().float().t() + add
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_ref = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    torch.testing.assert_close(c_got, c_ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(h_got, torch.sigmoid(o) * torch.tanh(c_ref), atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one fp32 row"):
+        cpu_kernels.LSTMCellB1(w)(x1, torch.randn(1, k2 + 1), add, c)
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu_kernels.LSTMCellB1(torch.randn(4 * 8, 10))
+
+
+@needs_kernel
+def test_one_utterance_bf16_search_steps_on_the_decoder_cell(monkeypatch):
+    """Greedy search of one utterance in bf16 (and int8) takes its LSTM cell from the kernel; a batch of two
+    does not; and the scores stay where the steps without it put them."""
+    from asr_s2s.seq2seq import Seq2Seq, packed
+    from s2s_helpers import tiny_config
+
+    torch.manual_seed(0)
+    m = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=32)).eval()
+    x, xl = torch.randn(2, 57, 40), torch.tensor([57, 41])
+    calls = []
+    real = cpu_kernels.LSTMCellB1.__call__
+    monkeypatch.setattr(cpu_kernels.LSTMCellB1, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    for precision in ("bf16", "int8"):
+        packed._DERIVED.pop(m.decoder, None)
+        with_cell = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
+        assert len(calls) == 6
+        m.greedy(x, xl, precision=precision, max_len=6)
+        assert len(calls) == 6  # two rows: the packed product
+        packed._DERIVED.pop(m.decoder, None)
+        with monkeypatch.context() as off:
+            off.setitem(cpu_kernels._state, "lib", None)
+            without = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
+        assert len(calls) == 6
+        calls.clear()
+        torch.testing.assert_close(with_cell.scores, without.scores, atol=0.05, rtol=0.05)
+    packed._DERIVED.pop(m.decoder, None)

@@ -101,6 +101,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     fn = lib.lstm_bidir_bf16
     fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64] + [ptr] * 9 + [ctypes.c_int]
     fn.restype = None
+    fn = lib.lstm_cell_bf16
+    fn.argtypes = [ptr, i64, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
+    fn.restype = None
     return lib, note
 
 
@@ -164,3 +167,30 @@ def lstm_layer_b1(x: Tensor, directions: list[tuple[Tensor, Tensor, Tensor]]) ->
         lib.lstm_dir_bf16(x.data_ptr(), t, k, x.stride(0), *ptrs[0], hidden, 0, gates[0].data_ptr(),
                           hbuf[0].data_ptr(), out.data_ptr(), out.stride(0), h_n[0].data_ptr(), c_n[0].data_ptr())
     return out, h_n, c_n
+
+
+class LSTMCellB1:
+    """The decoder's LSTM cell for one row on the kernel: h, c = cell(W [x1; x2] + add, c), W (4H, K1 + K2)
+    packed once in bf16; inputs rounded to bf16 for the product, sums and state in fp32 (what a bf16 product
+    followed by the fp32 cell computes). At one row it takes ~1/3 of oneDNN's packed bf16 product plus the six
+    element-wise kernels of the cell (bench/RESULTS.md, thirteenth session)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        self.hidden, self.in_features = weight.size(0) // 4, weight.size(1)
+        if not fits(self.in_features, self.hidden):
+            raise ValueError(f"LSTMCellB1: sizes ({weight.size(0)}, {self.in_features}) do not fit the kernel")
+        self.weight = _pack_rows(weight, self.hidden)
+
+    def __call__(self, x1: Tensor, x2: Tensor, add: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """x1 (1, K1), x2 (1, K2), add (1, 4H) in torch's gate order, c (1, H), all fp32 -> h, c (1, H) fp32."""
+        lib = _library()
+        x1, x2, add, c = (t.contiguous() for t in (x1, x2, add, c))
+        if lib is None or any(t.dtype != torch.float32 or t.size(0) != 1 for t in (x1, x2, add, c)) or \
+                x1.size(1) + x2.size(1) != self.in_features:
+            raise ValueError("LSTMCellB1 needs one fp32 row of matching sizes and the kernel available")
+        xb = torch.empty(self.in_features, dtype=torch.bfloat16)
+        h_out, c_out = torch.empty(1, self.hidden), torch.empty(1, self.hidden)
+        lib.lstm_cell_bf16(x1.data_ptr(), x1.size(1), x2.data_ptr(), x2.size(1), self.weight.data_ptr(),
+                           add.data_ptr(), self.hidden, c.data_ptr(), xb.data_ptr(), h_out.data_ptr(),
+                           c_out.data_ptr())
+        return h_out, c_out

@@ -146,3 +146,58 @@ void lstm_bidir_bf16(const uint16_t *x, int64_t T, int64_t K, int64_t x_stride, 
                           c_b);
     }
 }
+
+/* n floats -> bf16, rounding to nearest even (as torch's .bfloat16()). */
+static void to_bf16(const float *src, int64_t n, uint16_t *dst) {
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        _mm256_mask_storeu_epi16(dst + k, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + k)));
+    }
+}
+
+/* One LSTM cell step for one row, as the decoder's search step takes it: gates = W [x1; x2] + add, then
+   c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c').
+   x1 (K1), x2 (K2) fp32 (rounded to bf16 here, as a bf16 product rounds its input), K = K1 + K2 even; w (4H x K)
+   packed as above; add (4H) fp32 in torch's gate order (the embedding's share and the biases); c (H) fp32;
+   xb: (K) bf16 scratch; -> h_out, c_out (H) fp32 (c_out may be c). */
+void lstm_cell_bf16(const float *x1, int64_t K1, const float *x2, int64_t K2, const uint16_t *w, const float *add,
+                    int64_t H, const float *c, uint16_t *xb, float *h_out, float *c_out) {
+    const int64_t K = K1 + K2, U = H / 16, P = K / 2;
+    to_bf16(x1, K1, xb);
+    to_bf16(x2, K2, xb + K1);
+    const uint32_t *xp = (const uint32_t *)xb;
+    for (int64_t u = 0; u < U; ++u) {
+        __m512 a0 = _mm512_loadu_ps(add + 0 * H + u * 16), a1 = _mm512_loadu_ps(add + 1 * H + u * 16);
+        __m512 a2 = _mm512_loadu_ps(add + 2 * H + u * 16), a3 = _mm512_loadu_ps(add + 3 * H + u * 16);
+        __m512 b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+        const uint16_t *wu = w + u * 4 * P * 32;
+        int64_t p = 0;
+        for (; p + 2 <= P; p += 2) {
+            const __m512bh h0 = pair(xp + p), h1 = pair(xp + p + 1);
+            a0 = _mm512_dpbf16_ps(a0, line(wu + (0 * P + p) * 32), h0);
+            a1 = _mm512_dpbf16_ps(a1, line(wu + (1 * P + p) * 32), h0);
+            a2 = _mm512_dpbf16_ps(a2, line(wu + (2 * P + p) * 32), h0);
+            a3 = _mm512_dpbf16_ps(a3, line(wu + (3 * P + p) * 32), h0);
+            b0 = _mm512_dpbf16_ps(b0, line(wu + (0 * P + p + 1) * 32), h1);
+            b1 = _mm512_dpbf16_ps(b1, line(wu + (1 * P + p + 1) * 32), h1);
+            b2 = _mm512_dpbf16_ps(b2, line(wu + (2 * P + p + 1) * 32), h1);
+            b3 = _mm512_dpbf16_ps(b3, line(wu + (3 * P + p + 1) * 32), h1);
+        }
+        if (p < P) { /* an odd number of input pairs */
+            const __m512bh h0 = pair(xp + p);
+            a0 = _mm512_dpbf16_ps(a0, line(wu + (0 * P + p) * 32), h0);
+            a1 = _mm512_dpbf16_ps(a1, line(wu + (1 * P + p) * 32), h0);
+            a2 = _mm512_dpbf16_ps(a2, line(wu + (2 * P + p) * 32), h0);
+            a3 = _mm512_dpbf16_ps(a3, line(wu + (3 * P + p) * 32), h0);
+        }
+        a0 = _mm512_add_ps(a0, b0); a1 = _mm512_add_ps(a1, b1);
+        a2 = _mm512_add_ps(a2, b2); a3 = _mm512_add_ps(a3, b3);
+        const __m512 cc = _mm512_fmadd_ps(sigmoid_ps(a1), _mm512_loadu_ps(c + u * 16),
+                                          _mm512_mul_ps(sigmoid_ps(a0), tanh_ps(a2)));
+        _mm512_storeu_ps(c_out + u * 16, cc);
+        _mm512_storeu_ps(h_out + u * 16, _mm512_mul_ps(sigmoid_ps(a3), tanh_ps(cc)));
+    }
+}
