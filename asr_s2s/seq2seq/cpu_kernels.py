@@ -1,25 +1,30 @@
-"""A compiled kernel for the encoder's LSTM layers at batch 1 in bf16, where the CPU has AVX512-BF16.
+"""Compiled kernels for decoding one utterance at a time in bf16, where the CPU has AVX512-BF16.
 
-Why: at batch 1 oneDNN's LSTM step costs ~10 us per layer and direction (H = 256, bf16, one thread), twice
-what reading the 0.5 MB of recurrent weights from L2 costs, and it is ~40% of a batch-1 decode
-(bench/RESULTS.md, thirteenth session). `lstm_bf16.c` does the step at ~5 us: one pass over the recurrent
-weights, the gates applied per block of 16 hidden units while their sums are in registers.
+At batch 1 the decode is a chain of small products and element-wise ops, and torch's kernels (oneDNN's) run them
+well below what the arithmetic and the caches allow (bench/RESULTS.md, thirteenth session):
+- the encoder's LSTM layers (`lstm_layer_b1`): oneDNN's step costs ~10 us per layer and direction (H = 256, one
+  thread), twice what reading the 0.5 MB of recurrent weights from L2 costs. Here a step makes one pass over the
+  recurrent weights and applies the gates per block of 16 hidden units while their sums are in registers
+  (~5 us); with torch on 2+ threads the two directions of a layer run at once on torch's own OpenMP threads;
+- the location-attention LSTM decoder's search step (`LocationStepB1`): ~25 torch ops of a few us each, where
+  one call does the same arithmetic in ~1/3 of the time.
 
-How: the C file ships with the package and is compiled on first use with the system's C compiler
+How: the C file (`lstm_bf16.c`) ships with the package and is compiled on first use with the system's C compiler
 (``$CC``, else ``cc``/``gcc``/``clang``; ~1 s) into ``$ASR_S2S_CACHE/kernels`` (default ``~/.cache/asr_s2s``),
-under a name that hashes the source and the flags, and loaded with ctypes. With torch on 2+ threads the two
-directions of a layer run at once, on torch's own OpenMP threads (see lstm_bidir_bf16). Without a compiler, on
-a CPU without AVX512-BF16, or with ``ASR_S2S_CPU_KERNELS=0``, `available()` is False and the encoder runs
-oneDNN's LSTM as before; `status()` says why (the bench records it).
+under a name that hashes the source and the flags, and loaded with ctypes. Without a compiler, on a CPU without
+AVX512-BF16, or with ``ASR_S2S_CPU_KERNELS=0``, `available()` is False and decoding runs torch's kernels as
+before; `status()` says why (the bench records it).
 
-Numerics: fp32 accumulation and cell state, h rounded to bf16 between steps, as in oneDNN's bf16 LSTM; the
-outputs differ from oneDNN's by bf16 rounding (summation order and the exp approximation, ~1 ulp of fp32).
+Numerics: products on bf16 weights and bf16-rounded inputs with fp32 sums, cell states, attention and softmax in
+fp32, the encoder's h rounded to bf16 between steps (as oneDNN's bf16 LSTM does). Against torch's bf16 decoding
+the results differ by bf16 rounding; on AN4 dev the reference model's WER is unchanged.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -101,8 +106,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     fn = lib.lstm_bidir_bf16
     fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64] + [ptr] * 9 + [ctypes.c_int]
     fn.restype = None
-    fn = lib.lstm_cell_bf16
-    fn.argtypes = [ptr, i64, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
+    fn = lib.location_step_bf16
+    fn.argtypes = [i64] * 8 + [ptr] * 23
     fn.restype = None
     return lib, note
 
@@ -169,28 +174,60 @@ def lstm_layer_b1(x: Tensor, directions: list[tuple[Tensor, Tensor, Tensor]]) ->
     return out, h_n, c_n
 
 
-class LSTMCellB1:
-    """The decoder's LSTM cell for one row on the kernel: h, c = cell(W [x1; x2] + add, c), W (4H, K1 + K2)
-    packed once in bf16; inputs rounded to bf16 for the product, sums and state in fp32 (what a bf16 product
-    followed by the fp32 cell computes). At one row it takes ~1/3 of oneDNN's packed bf16 product plus the six
-    element-wise kernels of the cell (bench/RESULTS.md, thirteenth session)."""
+def _pack_blocks(w: Tensor) -> Tensor:
+    """(N, K) -> (N/16, K/2, 16, 2) bf16: blocks of 16 rows, one 64-byte line per input pair (see lstm_bf16.c)."""
+    n, k = w.shape
+    return w.detach().to(torch.bfloat16).reshape(n // 16, 16, k // 2, 2).permute(0, 2, 1, 3).contiguous()
 
-    def __init__(self, weight: Tensor) -> None:
-        self.hidden, self.in_features = weight.size(0) // 4, weight.size(1)
-        if not fits(self.in_features, self.hidden):
-            raise ValueError(f"LSTMCellB1: sizes ({weight.size(0)}, {self.in_features}) do not fit the kernel")
-        self.weight = _pack_rows(weight, self.hidden)
 
-    def __call__(self, x1: Tensor, x2: Tensor, add: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """x1 (1, K1), x2 (1, K2), add (1, 4H) in torch's gate order, c (1, H), all fp32 -> h, c (1, H) fp32."""
+class LocationStepB1:
+    """One search step of the location-attention LSTM decoder for one hypothesis (decoder.Decoder._search_step up
+    to its output layer) as one kernel call: the query, location, gate and combine products on bf16 weights
+    (inputs rounded to bf16, fp32 sums), the attention and the cell in fp32. At one row the step is a chain of
+    ~25 small torch ops, each slower than its arithmetic (bench/RESULTS.md, tenth and thirteenth sessions).
+
+    Weights: w_query2 (A, H) = 2 W_query; w_gates (4H, V + H): the gates' [context; h] part; w_comb (D, H + V),
+    b_comb (D,): the combine layer; conv (C, 2, KW): the location conv; loc2 (C, A), v2 (A,): the attention's
+    score factors (attention.LocationAttention.score_factors)."""
+
+    def __init__(self, w_query2: Tensor, w_gates: Tensor, w_comb: Tensor, b_comb: Tensor, conv: Tensor,
+                 loc2: Tensor, v2: Tensor) -> None:
+        (self.att_dim, self.hidden), (self.comb_dim, _) = w_query2.shape, w_comb.shape
+        self.value_dim = w_gates.size(1) - self.hidden
+        self.channels, _, self.width = conv.shape
+        if not self.fits(self.att_dim, self.value_dim, self.hidden, self.comb_dim):
+            raise ValueError("LocationStepB1: sizes do not fit the kernel")
+        self.w_query = _pack_blocks(w_query2)
+        self.w_gates = _pack_rows(w_gates, self.hidden)
+        self.w_comb, self.b_comb = _pack_blocks(w_comb), b_comb.detach().float().contiguous()
+        self.conv, self.loc2, self.v2 = (t.detach().float().contiguous() for t in (conv, loc2, v2))
+        self._weights = [x.data_ptr() for x in (self.w_query, self.w_gates, self.w_comb, self.b_comb, self.conv,
+                                                 self.loc2, self.v2)]
+
+    @staticmethod
+    def fits(att_dim: int, value_dim: int, hidden: int, comb_dim: int) -> bool:
+        return att_dim % 16 == 0 and comb_dim % 16 == 0 and hidden % 16 == 0 and value_dim % 2 == 0
+
+    def __call__(self, h: Tensor, c: Tensor, att: Tensor, add: Tensor, keys: Tensor, values: Tensor, length: int
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """h, c (1, H), att (1, 2, T), add (1, 4H) (the token's gate-table row), keys (1, T, A) (doubled),
+        values (1, T, V), all fp32; `length` real frames of T -> feats (1, D) (the output layer's input),
+        h, c (1, H), weights (1, T), new attention state (1, 2, T)."""
         lib = _library()
-        x1, x2, add, c = (t.contiguous() for t in (x1, x2, add, c))
-        if lib is None or any(t.dtype != torch.float32 or t.size(0) != 1 for t in (x1, x2, add, c)) or \
-                x1.size(1) + x2.size(1) != self.in_features:
-            raise ValueError("LSTMCellB1 needs one fp32 row of matching sizes and the kernel available")
-        xb = torch.empty(self.in_features, dtype=torch.bfloat16)
-        h_out, c_out = torch.empty(1, self.hidden), torch.empty(1, self.hidden)
-        lib.lstm_cell_bf16(x1.data_ptr(), x1.size(1), x2.data_ptr(), x2.size(1), self.weight.data_ptr(),
-                           add.data_ptr(), self.hidden, c.data_ptr(), xb.data_ptr(), h_out.data_ptr(),
-                           c_out.data_ptr())
-        return h_out, c_out
+        h, c, att, add, keys, values = (x.contiguous() for x in (h, c, att, add, keys, values))
+        t = att.size(-1)
+        if lib is None or any(x.dtype != torch.float32 or x.size(0) != 1 for x in (h, c, att, add, keys, values)) \
+                or keys.shape[1:] != (t, self.att_dim) or values.shape[1:] != (t, self.value_dim):
+            raise ValueError("LocationStepB1 needs one fp32 hypothesis of matching sizes and the kernel available")
+        hid, d, a, v, ch = self.hidden, self.comb_dim, self.att_dim, self.value_dim, self.channels
+        # Two allocations, pointers by offset (4 bytes a float): a step costs ~80 us, and each tensor op ~1 us.
+        scratch = torch.empty(ch * t + t + a + (hid + v + 1) // 2)  # f, e, q, then xb (bf16)
+        out = torch.empty(3 * t + v + 2 * hid + d)  # w, att_out, ctx, h_out, c_out, feats
+        sp, op = scratch.data_ptr(), out.data_ptr()
+        ends = list(itertools.accumulate([t, 2 * t, v, hid, hid]))
+        lib.location_step_bf16(t, length, a, v, hid, d, ch, self.width, *self._weights, keys.data_ptr(),
+                               values.data_ptr(), h.data_ptr(), c.data_ptr(), att.data_ptr(), add.data_ptr(),
+                               sp + 4 * (ch * t + t + a), sp, sp + 4 * ch * t, sp + 4 * (ch * t + t), op,
+                               *(op + 4 * e for e in ends))
+        return (out[ends[4]:][None], out[ends[2]:ends[3]][None], out[ends[3]:ends[4]][None], out[:t][None],
+                out[t:3 * t].view(1, 2, t))
