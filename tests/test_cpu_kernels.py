@@ -155,7 +155,7 @@ def test_kernel_builds_without_openmp_where_the_compiler_lacks_it(monkeypatch, t
         assert torch.equal(a, b)
 
 
-def reference_location_step(weights, h, c, att, add, keys, values, length):
+def reference_location_step(weights, h, c, att, add, keys, values, lengths):
     """decoder.Decoder._search_step up to the output layer, in plain torch, with the kernel's roundings: the
     query, gate and combine products on bf16 inputs and weights (fp32 sums), the rest in fp32."""
     wq, wg, wc, bc, conv, loc2, v2 = weights
@@ -165,12 +165,12 @@ def reference_location_step(weights, h, c, att, add, keys, values, length):
 
     t = att.size(-1)
     q = bf16_product(h, wq)
-    f = torch.nn.functional.conv1d(att, conv, padding=conv.size(-1) // 2)[0].t()  # (T, C)
-    e = torch.sigmoid(keys[0] + q + f @ loc2) @ v2
-    e = torch.where(torch.arange(t) < length, e, float("-inf"))
-    w = torch.softmax(e, dim=0)[None]
-    new_att = torch.stack([w[0], att[0, 1] + w[0]])[None]
-    ctx = w @ values[0]
+    f = torch.nn.functional.conv1d(att, conv, padding=conv.size(-1) // 2).transpose(1, 2)  # (N, T, C)
+    e = torch.sigmoid(keys + q[:, None] + f @ loc2) @ v2
+    e = torch.where(torch.arange(t) < lengths[:, None], e, float("-inf"))
+    w = torch.softmax(e, dim=1)
+    new_att = torch.stack([w, att[:, 1] + w], dim=1)
+    ctx = torch.bmm(w[:, None], values)[:, 0]
     i, f_, g, o = (bf16_product(torch.cat([ctx, h], 1), wg) + add).chunk(4, dim=1)
     c_new = torch.sigmoid(f_) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
@@ -179,34 +179,46 @@ def reference_location_step(weights, h, c, att, add, keys, values, length):
 
 
 @needs_kernel
-@pytest.mark.parametrize("t,length,a,v,hidden,d,ch,kw", [(23, 17, 32, 22, 16, 48, 3, 5),
-                                                         (70, 70, 64, 96, 48, 64, 4, 31), (1, 1, 16, 2, 16, 16, 1, 3)])
-def test_location_step_equals_the_reference_arithmetic(t, length, a, v, hidden, d, ch, kw):
-    """LocationStepB1 (padding past `length`, sizes off the 64-row tiles, tails of 16-float vectors, a conv wider
-    than the utterance) computes what the search step computes, with the kernel's bf16 roundings."""
-    torch.manual_seed(t + a + v)
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 37])
+@pytest.mark.parametrize("t,a,v,hidden,d,ch,kw", [(23, 32, 22, 16, 48, 3, 5), (70, 64, 96, 48, 64, 4, 31),
+                                                  (1, 16, 2, 16, 16, 1, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_location_step_equals_the_reference_arithmetic(n, t, a, v, hidden, d, ch, kw, threads):
+    """LocationStep, for 1 to 37 hypotheses on 1 or 2 threads (groups of up to 16 rows; padding past each row's
+    length; sizes off the 64-row tiles; tails of 16-float vectors; a conv wider than the utterance), computes what
+    the search step computes, with the kernel's bf16 roundings."""
+    torch.manual_seed(n + t + a + v)
     weights = (torch.randn(a, hidden) * 0.3, torch.randn(4 * hidden, v + hidden) * 0.3,
                torch.randn(d, hidden + v) * 0.3, torch.randn(d) * 0.3, torch.randn(ch, 2, kw), torch.randn(ch, a),
                torch.randn(a))
-    step = cpu_kernels.LocationStepB1(*weights)
-    prev = torch.rand(1, t) * (torch.arange(t) < length)
-    att = torch.stack([prev / prev.sum(), torch.rand(1, t) * (torch.arange(t) < length)], dim=1)
-    inputs = (torch.randn(1, hidden), torch.randn(1, hidden), att, torch.randn(1, 4 * hidden), torch.randn(1, t, a),
-              torch.randn(1, t, v), length)
-    got, ref = step(*inputs), reference_location_step(weights, *inputs)
+    step = cpu_kernels.LocationStep(*weights)
+    lengths = torch.randint(1, t + 1, (n,))
+    lengths[0] = t
+    real = (torch.arange(t) < lengths[:, None]).float()
+    prev = torch.rand(n, t) * real
+    att = torch.stack([prev / prev.sum(1, keepdim=True), torch.rand(n, t) * real], dim=1)
+    inputs = (torch.randn(n, hidden), torch.randn(n, hidden), att, torch.randn(n, 4 * hidden), torch.randn(n, t, a),
+              torch.randn(n, t, v), lengths)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = step(*inputs)
+    finally:
+        torch.set_num_threads(old)
+    ref = reference_location_step(weights, *inputs)
     for name, x, y in zip(("feats", "h", "c", "weights", "state"), got, ref):
         assert x.shape == y.shape, name
         torch.testing.assert_close(x, y, atol=2e-3, rtol=2e-3, msg=name)
-    assert (got[3][0, length:] == 0).all() and torch.equal(got[4][0, 0], got[3][0])
-    with pytest.raises(ValueError, match="one fp32 hypothesis"):
+    assert (got[3] * (1 - real) == 0).all() and torch.equal(got[4][:, 0], got[3])
+    with pytest.raises(ValueError, match="fp32 hypotheses"):
         step(*inputs[:4], inputs[4][:, :, :-1], *inputs[5:])
-    assert not cpu_kernels.LocationStepB1.fits(24, 22, 16, 48) and not cpu_kernels.LocationStepB1.fits(32, 21, 16, 48)
+    assert not cpu_kernels.LocationStep.fits(24, 22, 16, 48) and not cpu_kernels.LocationStep.fits(32, 21, 16, 48)
 
 
 @needs_kernel
-def test_one_utterance_bf16_search_steps_on_the_kernel(monkeypatch):
-    """Greedy search of one utterance in bf16 (and int8) runs every step on the kernel; a batch of two does not;
-    the scores stay where the torch steps put them; a decoder whose sizes do not fit keeps the torch steps."""
+def test_bf16_search_steps_on_the_kernel(monkeypatch):
+    """Greedy search in bf16 (and int8) runs every step on the kernel, for one utterance and for a batch; the
+    scores stay where the torch steps put them; a decoder whose sizes do not fit keeps the torch steps."""
     from asr_s2s.seq2seq import Seq2Seq, packed
     from s2s_helpers import tiny_config
 
@@ -214,23 +226,23 @@ def test_one_utterance_bf16_search_steps_on_the_kernel(monkeypatch):
     m = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=32)).eval()
     x, xl = torch.randn(2, 57, 40), torch.tensor([57, 41])
     calls = []
-    real = cpu_kernels.LocationStepB1.__call__
-    monkeypatch.setattr(cpu_kernels.LocationStepB1, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    real = cpu_kernels.LocationStep.__call__
+    monkeypatch.setattr(cpu_kernels.LocationStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
     for precision in ("bf16", "int8"):
         packed._DERIVED.pop(m.decoder, None)
         with_kernel = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
         assert len(calls) == 6
         m.greedy(x, xl, precision=precision, max_len=6)
-        assert len(calls) == 6  # two rows: the torch step
+        assert len(calls) == 12  # and a batch of two
         packed._DERIVED.pop(m.decoder, None)
         with monkeypatch.context() as off:
             off.setitem(cpu_kernels._state, "lib", None)
             without = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
-        assert len(calls) == 6
+        assert len(calls) == 12
         calls.clear()
         assert with_kernel.tokens == without.tokens
         torch.testing.assert_close(with_kernel.scores, without.scores, atol=0.05, rtol=0.05)
     odd = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=24)).eval()
     odd.greedy(x[:1], xl[:1], precision="bf16", max_len=3)
-    assert not calls and packed._DERIVED[odd.decoder][("search_weights", "bf16")][1].one_row is None
+    assert not calls and packed._DERIVED[odd.decoder][("search_weights", "bf16")][1].kernel is None
     packed._DERIVED.pop(m.decoder, None)

@@ -1,13 +1,12 @@
-"""Compiled kernels for decoding one utterance at a time in bf16, where the CPU has AVX512-BF16.
-
-At batch 1 the decode is a chain of small products and element-wise ops, and torch's kernels (oneDNN's) run them
-well below what the arithmetic and the caches allow (bench/RESULTS.md, thirteenth session):
+"""Compiled kernels for decoding in bf16 where the CPU has AVX512-BF16: the parts of a decode that are chains of
+small products and element-wise ops, which torch's kernels (oneDNN's) run well below what the arithmetic and the
+caches allow (bench/RESULTS.md, thirteenth session):
 - the encoder's LSTM layers (`lstm_layer_b1`): oneDNN's step costs ~10 us per layer and direction (H = 256, one
   thread), twice what reading the 0.5 MB of recurrent weights from L2 costs. Here a step makes one pass over the
   recurrent weights and applies the gates per block of 16 hidden units while their sums are in registers
   (~5 us); with torch on 2+ threads the two directions of a layer run at once on torch's own OpenMP threads;
-- the location-attention LSTM decoder's search step (`LocationStepB1`): ~25 torch ops of a few us each, where
-  one call does the same arithmetic in ~1/3 of the time.
+- the location-attention LSTM decoder's search step for any number of hypotheses (`LocationStep`): ~25 torch ops
+  of a few us each, where one call does the same arithmetic in 1/3 to 1/2 of the time (1 and 16 hypotheses).
 
 How: the C file (`lstm_bf16.c`) ships with the package and is compiled on first use with the system's C compiler
 (``$CC``, else ``cc``/``gcc``/``clang``; ~1 s) into ``$ASR_S2S_CACHE/kernels`` (default ``~/.cache/asr_s2s``),
@@ -106,8 +105,8 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     fn = lib.lstm_bidir_bf16
     fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64] + [ptr] * 9 + [ctypes.c_int]
     fn.restype = None
-    fn = lib.location_step_bf16
-    fn.argtypes = [i64] * 8 + [ptr] * 23
+    fn = lib.location_steps_bf16
+    fn.argtypes = [i64] * 8 + [ptr] * 15 + [i64] + [ptr] * 6 + [ctypes.c_int]
     fn.restype = None
     return lib, note
 
@@ -180,11 +179,12 @@ def _pack_blocks(w: Tensor) -> Tensor:
     return w.detach().to(torch.bfloat16).reshape(n // 16, 16, k // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
-class LocationStepB1:
-    """One search step of the location-attention LSTM decoder for one hypothesis (decoder.Decoder._search_step up
-    to its output layer) as one kernel call: the query, location, gate and combine products on bf16 weights
-    (inputs rounded to bf16, fp32 sums), the attention and the cell in fp32. At one row the step is a chain of
-    ~25 small torch ops, each slower than its arithmetic (bench/RESULTS.md, tenth and thirteenth sessions).
+class LocationStep:
+    """One search step of the location-attention LSTM decoder for N hypotheses (decoder.Decoder._search_step up to
+    its output layer) as one kernel call: the query, location, gate and combine products on bf16 weights (inputs
+    rounded to bf16, fp32 sums), the attention and the cell in fp32; with torch on 2+ threads the hypotheses are
+    shared between two. In torch the step is a chain of ~25 small ops, each slower than its arithmetic at these
+    sizes (bench/RESULTS.md, tenth and thirteenth sessions).
 
     Weights: w_query2 (A, H) = 2 W_query; w_gates (4H, V + H): the gates' [context; h] part; w_comb (D, H + V),
     b_comb (D,): the combine layer; conv (C, 2, KW): the location conv; loc2 (C, A), v2 (A,): the attention's
@@ -196,7 +196,7 @@ class LocationStepB1:
         self.value_dim = w_gates.size(1) - self.hidden
         self.channels, _, self.width = conv.shape
         if not self.fits(self.att_dim, self.value_dim, self.hidden, self.comb_dim):
-            raise ValueError("LocationStepB1: sizes do not fit the kernel")
+            raise ValueError("LocationStep: sizes do not fit the kernel")
         self.w_query = _pack_blocks(w_query2)
         self.w_gates = _pack_rows(w_gates, self.hidden)
         self.w_comb, self.b_comb = _pack_blocks(w_comb), b_comb.detach().float().contiguous()
@@ -208,26 +208,28 @@ class LocationStepB1:
     def fits(att_dim: int, value_dim: int, hidden: int, comb_dim: int) -> bool:
         return att_dim % 16 == 0 and comb_dim % 16 == 0 and hidden % 16 == 0 and value_dim % 2 == 0
 
-    def __call__(self, h: Tensor, c: Tensor, att: Tensor, add: Tensor, keys: Tensor, values: Tensor, length: int
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """h, c (1, H), att (1, 2, T), add (1, 4H) (the token's gate-table row), keys (1, T, A) (doubled),
-        values (1, T, V), all fp32; `length` real frames of T -> feats (1, D) (the output layer's input),
-        h, c (1, H), weights (1, T), new attention state (1, 2, T)."""
+    def __call__(self, h: Tensor, c: Tensor, att: Tensor, add: Tensor, keys: Tensor, values: Tensor,
+                 lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """h, c (N, H), att (N, 2, T), add (N, 4H) (each token's gate-table row), keys (N, T, A) (doubled),
+        values (N, T, V), all fp32; lengths (N,) real frames of T -> feats (N, D) (the output layer's input),
+        h, c (N, H), weights (N, T), new attention states (N, 2, T)."""
         lib = _library()
         h, c, att, add, keys, values = (x.contiguous() for x in (h, c, att, add, keys, values))
-        t = att.size(-1)
-        if lib is None or any(x.dtype != torch.float32 or x.size(0) != 1 for x in (h, c, att, add, keys, values)) \
+        lengths = lengths.to(torch.int64).contiguous()
+        n, t = att.size(0), att.size(-1)
+        if lib is None or any(x.dtype != torch.float32 or x.size(0) != n for x in (h, c, add, keys, values)) \
                 or keys.shape[1:] != (t, self.att_dim) or values.shape[1:] != (t, self.value_dim):
-            raise ValueError("LocationStepB1 needs one fp32 hypothesis of matching sizes and the kernel available")
+            raise ValueError("LocationStep needs fp32 hypotheses of matching sizes and the kernel available")
         hid, d, a, v, ch = self.hidden, self.comb_dim, self.att_dim, self.value_dim, self.channels
-        # Two allocations, pointers by offset (4 bytes a float): a step costs ~80 us, and each tensor op ~1 us.
-        scratch = torch.empty(ch * t + t + a + (hid + v + 1) // 2)  # f, e, q, then xb (bf16)
-        out = torch.empty(3 * t + v + 2 * hid + d)  # w, att_out, ctx, h_out, c_out, feats
-        sp, op = scratch.data_ptr(), out.data_ptr()
-        ends = list(itertools.accumulate([t, 2 * t, v, hid, hid]))
-        lib.location_step_bf16(t, length, a, v, hid, d, ch, self.width, *self._weights, keys.data_ptr(),
-                               values.data_ptr(), h.data_ptr(), c.data_ptr(), att.data_ptr(), add.data_ptr(),
-                               sp + 4 * (ch * t + t + a), sp, sp + 4 * ch * t, sp + 4 * (ch * t + t), op,
-                               *(op + 4 * e for e in ends))
-        return (out[ends[4]:][None], out[ends[2]:ends[3]][None], out[ends[3]:ends[4]][None], out[:t][None],
-                out[t:3 * t].view(1, 2, t))
+        # Two allocations, pointers by offset (4 bytes a float): at one hypothesis a step costs ~80 us, and each
+        # tensor op ~1 us. Scratch: per thread, what lstm_bf16.c's location_steps_bf16 asks for.
+        per_thread = 16 * (a + 64 + (hid + v + 1) // 2) + ch * t + t
+        scratch = torch.empty(2 * per_thread)
+        sizes = [n * t, n * 2 * t, n * v, n * hid, n * hid, n * d]  # w, att_out, ctx, h_out, c_out, feats
+        out = torch.empty(sum(sizes))
+        starts = [out.data_ptr() + 4 * s for s in itertools.accumulate([0] + sizes[:-1])]
+        lib.location_steps_bf16(n, t, a, v, hid, d, ch, self.width, *self._weights, lengths.data_ptr(),
+                                keys.data_ptr(), values.data_ptr(), h.data_ptr(), c.data_ptr(), att.data_ptr(),
+                                add.data_ptr(), scratch.data_ptr(), per_thread, *starts, torch.get_num_threads())
+        w, att_out, _, h_out, c_out, feats = out.split(sizes)
+        return feats.view(n, d), h_out.view(n, hid), c_out.view(n, hid), w.view(n, t), att_out.view(n, 2, t)

@@ -154,7 +154,7 @@ class _SearchWeights(NamedTuple):
     combine: PackedLinear | Int8Linear  # [s; ctx] -> hidden
     output: PackedLinear  # hidden -> V
     attention: LocationConstants  # LocationAttention.search_constants()
-    one_row: cpu_kernels.LocationStepB1 | None  # one-row steps in bf16/int8 where the kernel is available
+    kernel: cpu_kernels.LocationStep | None  # the step in bf16/int8 where the kernel is available
 
 
 def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -287,9 +287,9 @@ class Decoder(nn.Module):
         where that pays (see packed.py). Same function as `_step` + `output`, on the weights' precision (see
         _search_weights); every product takes and gives fp32, the rest of the step is fp32."""
         h = state.h[0]
-        if p.one_row is not None and h.size(0) == 1:
-            feats, s, c, w, att = p.one_row(h, state.c[0], state.att, p.table.index_select(0, tokens), mem.keys,
-                                            mem.values, int(mem.lengths[0]))
+        if p.kernel is not None:
+            feats, s, c, w, att = p.kernel(h, state.c[0], state.att, p.table.index_select(0, tokens), mem.keys,
+                                           mem.values, mem.lengths)
             return p.output(feats), DecoderState(s[None], c[None], att), w
         w, att = self.attention.search_align(p.query(h), mem, state.att, p.attention)
         ctx = torch.bmm(w[:, None, :], mem.values).squeeze(1)
@@ -310,8 +310,8 @@ class Decoder(nn.Module):
         packed.INT8_MAX_ROWS hypotheses (greedy search of one utterance) has its gate, query and combine
         products on int8 weights (packed.Int8Linear), where that is the faster. The output layer stays fp32 (it
         is small, and its logits rank the hypotheses). bf16 and int8 need a CPU with native bf16: elsewhere bf16
-        is fp32 and int8 is bf16. In both, a step of one hypothesis is one call of cpu_kernels.LocationStepB1 (up to
-        the output layer) where that is available: its query, gate and combine products on bf16 weights."""
+        is fp32 and int8 is bf16. In both, the step is one call of cpu_kernels.LocationStep (up to the output layer)
+        where that is available: its query, gate and combine products on bf16 weights (also for int8)."""
         r, e_dim, att = self.rnn, self.cfg.embed_dim, self.attention
         params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, att.query.weight,
                   att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
@@ -336,14 +336,14 @@ class Decoder(nn.Module):
                 gates, query, combine = (Int8Linear(w_gates, fallback=gates),
                                          Int8Linear(2 * att.query.weight, fallback=query),
                                          Int8Linear(self.combine.weight, self.combine.bias, fallback=combine))
-            consts, one_row = att.search_constants(), None
+            consts, kernel = att.search_constants(), None
             sizes = (att.query.weight.size(0), w_ctx.size(1), r.hidden_size, self.combine.weight.size(0))
-            if precision != "fp32" and w_gates.device.type == "cpu" and cpu_kernels.LocationStepB1.fits(*sizes) \
+            if precision != "fp32" and w_gates.device.type == "cpu" and cpu_kernels.LocationStep.fits(*sizes) \
                     and cpu_kernels.available():
-                one_row = cpu_kernels.LocationStepB1(2 * att.query.weight, w_gates, self.combine.weight,
-                                                     self.combine.bias, att.conv.weight, consts.loc2, consts.v2)
+                kernel = cpu_kernels.LocationStep(2 * att.query.weight, w_gates, self.combine.weight,
+                                                  self.combine.bias, att.conv.weight, consts.loc2, consts.v2)
             return _SearchWeights(table, gates, query, combine, PackedLinear(self.output.weight, self.output.bias),
-                                  consts, one_row)
+                                  consts, kernel)
 
         return derived(self, ("search_weights", precision), params, build)
 

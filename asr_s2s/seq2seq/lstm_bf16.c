@@ -21,6 +21,12 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_NUM() omp_get_thread_num()
+#else
+#define THREAD_NUM() 0
+#endif
 
 /* exp on 16 floats: Cephes' expf polynomial (~1 ulp) on the reduced argument, scaled by 2^n. */
 static inline __m512 exp_ps(__m512 x) {
@@ -39,9 +45,10 @@ static inline __m512 exp_ps(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-static inline __m512 sigmoid_ps(__m512 x) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+static inline __m512 sigmoid_ps(__m512 x) { /* 1 / (1 + e^-x): rcp14 + one Newton step (~1e-7), not a divide */
+    const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+    const __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
 }
 
 static inline __m512 tanh_ps(__m512 x) { /* 2 sigmoid(2x) - 1: absolute error ~1e-7 */
@@ -197,28 +204,36 @@ static void gemv16(const uint32_t *xp, int64_t P, const uint16_t *w, int64_t N, 
     }
 }
 
-/* One search step of the location-attention LSTM decoder (decoder.Decoder._search_step) for one hypothesis, up
-   to its output layer. Sizes: T frames (the first L real), A attention dim, V encoder state dim, H decoder
-   hidden, D combine dim, C location channels, KW location kernel width (odd); A, D and H multiples
-   of 16, V even.
-   Weights: wq (A x H) = 2 W_query, wg (4H x (V + H)) the gate product's [context; h] part, wc (D x (H + V)) the
-   combine layer, all bf16 packed in blocks of 16 rows (wg with the gate layout); bc (D) fp32; conv (C x 2 x KW),
-   loc2 (C x A) = 2 W_loc^T, v2 (A) = 2 v fp32; keys (T x A) doubled keys, values (T x V) fp32.
-   State: h, c (H), att (2 x T) [previous; cumulative alignment]; add (4H): the token's row of the gate table.
-   Scratch: xb (H + V) bf16, f (C x T), e (T), q (A) fp32.
-   Out: w (T) the alignment, att_out (2 x T), ctx (V), h_out, c_out (H), feats (D) = tanh(Wc [h_out; ctx] + bc).
-   Products on bf16 inputs and weights with fp32 sums; the attention and the cell in fp32. */
-void location_step_bf16(int64_t T, int64_t L, int64_t A, int64_t V, int64_t H, int64_t D, int64_t C, int64_t KW,
-                        const uint16_t *wq, const uint16_t *wg, const uint16_t *wc, const float *bc,
-                        const float *conv, const float *loc2, const float *v2, const float *keys,
-                        const float *values, const float *h, const float *c, const float *att, const float *add,
-                        uint16_t *xb, float *f, float *e, float *q, float *w, float *att_out, float *ctx,
-                        float *h_out, float *c_out, float *feats) {
-    const uint32_t *xp = (const uint32_t *)xb;
-    /* query term: q = 2 W_s h */
-    to_bf16(h, H, xb);
-    gemv16(xp, H / 2, wq, A, NULL, 0, q);
-    /* location features f[ch][t] = conv(att) with zero padding, as axpys over t (which vectorize) */
+/* Rows of a product, n rows at once (n <= 16, a compile-time constant in each copy, so that the accumulators
+   stay in registers): out[r][0..15] = init[r][0..15] (0 where init is NULL) + block . x_r, for one block of 16
+   weight rows (its [P][16][2] lines at w) and rows x_r = x + r * xs (P bf16 pairs each). */
+#define ROWS_DOT(NR)                                                                                               \
+    static void rows_dot_##NR(const uint32_t *x, int64_t xs, int64_t P, const uint16_t *w, const float *init,    \
+                              int64_t init_stride, float *out, int64_t out_stride) {                             \
+        __m512 acc[NR];                                                                                          \
+        for (int r = 0; r < NR; ++r) acc[r] = init ? _mm512_loadu_ps(init + r * init_stride) : _mm512_setzero_ps(); \
+        for (int64_t p = 0; p < P; ++p) {                                                                        \
+            const __m512bh wl = line(w + p * 32);                                                                \
+            for (int r = 0; r < NR; ++r) acc[r] = _mm512_dpbf16_ps(acc[r], wl, pair(x + r * xs + p));          \
+        }                                                                                                        \
+        for (int r = 0; r < NR; ++r) _mm512_storeu_ps(out + r * out_stride, acc[r]);                             \
+    }
+ROWS_DOT(2) ROWS_DOT(3) ROWS_DOT(4) ROWS_DOT(5) ROWS_DOT(6) ROWS_DOT(7) ROWS_DOT(8) ROWS_DOT(9) ROWS_DOT(10)
+ROWS_DOT(11) ROWS_DOT(12) ROWS_DOT(13) ROWS_DOT(14) ROWS_DOT(15) ROWS_DOT(16)
+
+typedef void (*rows_dot_fn)(const uint32_t *, int64_t, int64_t, const uint16_t *, const float *, int64_t, float *,
+                            int64_t);
+static const rows_dot_fn ROWS_DOT_N[17] = {NULL, NULL, rows_dot_2, rows_dot_3, rows_dot_4, rows_dot_5, rows_dot_6,
+                                          rows_dot_7, rows_dot_8, rows_dot_9, rows_dot_10, rows_dot_11, rows_dot_12,
+                                          rows_dot_13, rows_dot_14, rows_dot_15, rows_dot_16};
+
+/* The attention of one hypothesis, given its query term q (A): location features f (C x T scratch) = conv(att)
+   with zero padding (as axpys over t, which vectorize), energies e (T scratch) = v2 . sigmoid(keys[t] + q +
+   loc2^T f[:, t]) (see attention._energies: the 2s make it v . tanh(...) up to a constant), the softmax over the
+   first L frames (padding gets exactly 0) -> w (T), att_out (2 x T) = [w; cumulative + w], ctx (V) = w @ values. */
+static void attend_row(int64_t T, int64_t L, int64_t A, int64_t V, int64_t C, int64_t KW, const float *conv,
+                       const float *loc2, const float *v2, const float *keys, const float *values, const float *q,
+                       const float *att, float *f, float *e, float *w, float *att_out, float *ctx) {
     const int64_t half = KW / 2;
     memset(f, 0, (size_t)(C * T) * sizeof(float));
     for (int64_t ch = 0; ch < C; ++ch)
@@ -230,8 +245,6 @@ void location_step_bf16(int64_t T, int64_t L, int64_t A, int64_t V, int64_t H, i
                 const float *a = att + i * T + shift;
                 for (int64_t t = t0; t < t1; ++t) fc[t] += k * a[t];
             }
-    /* the energies e[t] = v2 . sigmoid(keys[t] + q + loc2^T f[:, t]) (see attention._energies: the 2s make it
-       v . tanh(...) up to a constant) */
     for (int64_t t = 0; t < L; ++t) {
         __m512 dot = _mm512_setzero_ps();
         for (int64_t a = 0; a < A; a += 16) {
@@ -242,7 +255,6 @@ void location_step_bf16(int64_t T, int64_t L, int64_t A, int64_t V, int64_t H, i
         }
         e[t] = _mm512_reduce_add_ps(dot);
     }
-    /* softmax over the real frames; padding gets exactly 0 */
     float mx = e[0];
     for (int64_t t = 1; t < L; ++t) mx = e[t] > mx ? e[t] : mx;
     float total = 0.0f;
@@ -255,7 +267,6 @@ void location_step_bf16(int64_t T, int64_t L, int64_t A, int64_t V, int64_t H, i
         att_out[t] = w[t];
         att_out[T + t] = att[T + t] + w[t];
     }
-    /* context = w @ values */
     for (int64_t v = 0; v < V; ++v) ctx[v] = 0.0f;
     for (int64_t t = 0; t < L; ++t) {
         const __m512 wt = _mm512_set1_ps(w[t]);
@@ -265,16 +276,101 @@ void location_step_bf16(int64_t T, int64_t L, int64_t A, int64_t V, int64_t H, i
                                                       _mm512_loadu_ps(ctx + v)));
         for (; v < V; ++v) ctx[v] += w[t] * values[t * V + v];
     }
-    /* the cell on [ctx; h], then feats = tanh(Wc [h_out; ctx] + bc) */
-    to_bf16(ctx, V, xb);
-    to_bf16(h, H, xb + V);
-    for (int64_t u = 0; u < H / 16; ++u) {
-        __m512 a[4];
-        for (int g = 0; g < 4; ++g) a[g] = _mm512_loadu_ps(add + g * H + u * 16);
-        dot16x4(a, xp, (V + H) / 2, wg + u * 4 * ((V + H) / 2) * 32);
-        _mm512_storeu_ps(h_out + u * 16, cell_block(a, c + u * 16, c_out + u * 16));
+}
+
+typedef struct { /* sizes and weights of location_steps_bf16 (see there) */
+    int64_t T, A, V, H, D, C, KW;
+    const uint16_t *wq, *wg, *wc;
+    const float *bc, *conv, *loc2, *v2;
+} step_weights;
+
+/* Rows [0, n) of a step (pointers already at the first row; row strides from the sizes); scratch: xb
+   (n x (H + V)) bf16, q (n x A), g (n x 64), f (C x T), e (T) fp32. */
+static void step_rows(const step_weights *m, int64_t n, const int64_t *lengths, const float *keys,
+                      const float *values, const float *h, const float *c, const float *att, const float *add,
+                      uint16_t *xb, float *q, float *g, float *f, float *e, float *w, float *att_out, float *ctx,
+                      float *h_out, float *c_out, float *feats) {
+    const int64_t T = m->T, A = m->A, V = m->V, H = m->H, D = m->D, K = H + V, P = K / 2;
+    const uint32_t *xp = (const uint32_t *)xb;
+    const rows_dot_fn dot = ROWS_DOT_N[n];
+    /* query terms q_r = 2 W_s h_r (rows K apart in xb: the same buffer holds [ctx; h] later) */
+    for (int64_t r = 0; r < n; ++r) to_bf16(h + r * H, H, xb + r * K);
+    if (n == 1) {
+        gemv16(xp, H / 2, m->wq, A, NULL, 0, q);
+    } else {
+        for (int64_t b = 0; b < A / 16; ++b) dot(xp, P, H / 2, m->wq + b * (H / 2) * 32, NULL, 0, q + b * 16, A);
     }
-    to_bf16(h_out, H, xb);
-    to_bf16(ctx, V, xb + H);
-    gemv16(xp, (H + V) / 2, wc, D, bc, 1, feats);
+    for (int64_t r = 0; r < n; ++r)
+        attend_row(T, lengths[r], A, V, m->C, m->KW, m->conv, m->loc2, m->v2, keys + r * T * A, values + r * T * V,
+                   q + r * A, att + r * 2 * T, f, e, w + r * T, att_out + r * 2 * T, ctx + r * V);
+    /* the cell on [ctx; h], then feats = tanh(Wc [h_out; ctx] + bc) */
+    for (int64_t r = 0; r < n; ++r) {
+        to_bf16(ctx + r * V, V, xb + r * K);
+        to_bf16(h + r * H, H, xb + r * K + V);
+    }
+    for (int64_t u = 0; u < H / 16; ++u) {
+        const uint16_t *wu = m->wg + u * 4 * P * 32;
+        if (n == 1) {
+            __m512 a[4];
+            for (int gt = 0; gt < 4; ++gt) a[gt] = _mm512_loadu_ps(add + gt * H + u * 16);
+            dot16x4(a, xp, P, wu);
+            _mm512_storeu_ps(h_out + u * 16, cell_block(a, c + u * 16, c_out + u * 16));
+            continue;
+        }
+        for (int gt = 0; gt < 4; ++gt) dot(xp, P, P, wu + gt * P * 32, add + gt * H + u * 16, 4 * H, g + gt * 16, 64);
+        for (int64_t r = 0; r < n; ++r) {
+            const __m512 a[4] = {_mm512_loadu_ps(g + r * 64), _mm512_loadu_ps(g + r * 64 + 16),
+                                 _mm512_loadu_ps(g + r * 64 + 32), _mm512_loadu_ps(g + r * 64 + 48)};
+            _mm512_storeu_ps(h_out + r * H + u * 16, cell_block(a, c + r * H + u * 16, c_out + r * H + u * 16));
+        }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+        to_bf16(h_out + r * H, H, xb + r * K);
+        to_bf16(ctx + r * V, V, xb + r * K + H);
+    }
+    if (n == 1) {
+        gemv16(xp, P, m->wc, D, m->bc, 1, feats);
+        return;
+    }
+    for (int64_t b = 0; b < D / 16; ++b) dot(xp, P, P, m->wc + b * P * 32, m->bc + b * 16, 0, feats + b * 16, D);
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t d = 0; d < D; d += 16)
+            _mm512_storeu_ps(feats + r * D + d, tanh_ps(_mm512_loadu_ps(feats + r * D + d)));
+}
+
+/* One search step of the location-attention LSTM decoder (decoder.Decoder._search_step) for N hypotheses, up to
+   its output layer. Sizes: T frames (row r's first lengths[r] real), A attention dim, V encoder state dim, H
+   decoder hidden, D combine dim, C location channels, KW location kernel width (odd); A, D and H multiples of 16,
+   V even.
+   Weights: wq (A x H) = 2 W_query, wg (4H x (V + H)) the gate product's [context; h] part, wc (D x (H + V)) the
+   combine layer, all bf16 packed in blocks of 16 rows (wg with the gate layout); bc (D) fp32; conv (C x 2 x KW),
+   loc2 (C x A) = 2 W_loc^T, v2 (A) = 2 v fp32.
+   Per hypothesis (row-major, N rows): keys (T x A) doubled keys, values (T x V), h, c (H), att (2 x T)
+   [previous; cumulative alignment], add (4H): the token's row of the gate table.
+   Scratch: per thread `scratch_floats` floats at scratch + i * scratch_floats, of at least
+   16 * (A + 64 + (H + V + 1) / 2) + C * T + T.
+   Out (N rows): w (T) the alignment, att_out (2 x T), ctx (V), h_out, c_out (H), feats (D) = tanh(Wc [h_out; ctx]
+   + bc). Rows go to `threads` threads in groups of at most 16 (a group of one takes the one-row products).
+   Products on bf16 inputs and weights with fp32 sums; the attention and the cell in fp32. */
+void location_steps_bf16(int64_t N, int64_t T, int64_t A, int64_t V, int64_t H, int64_t D, int64_t C, int64_t KW,
+                         const uint16_t *wq, const uint16_t *wg, const uint16_t *wc, const float *bc,
+                         const float *conv, const float *loc2, const float *v2, const int64_t *lengths,
+                         const float *keys, const float *values, const float *h, const float *c, const float *att,
+                         const float *add, float *scratch, int64_t scratch_floats, float *w, float *att_out,
+                         float *ctx, float *h_out, float *c_out, float *feats, int threads) {
+    const step_weights m = {T, A, V, H, D, C, KW, wq, wg, wc, bc, conv, loc2, v2};
+    const int nt = threads > 1 && N > 1 ? 2 : 1;
+    int64_t per = (N + nt - 1) / nt;
+    per = per > 16 ? 16 : per;
+    const int64_t groups = (N + per - 1) / per;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+        const int64_t r0 = gi * per, n = N - r0 < per ? N - r0 : per;
+        float *s = scratch + (int64_t)THREAD_NUM() * scratch_floats;
+        uint16_t *xb = (uint16_t *)s;
+        float *q = s + 16 * ((H + V + 1) / 2), *g = q + 16 * A, *f = g + 16 * 64, *e = f + C * T;
+        step_rows(&m, n, lengths + r0, keys + r0 * T * A, values + r0 * T * V, h + r0 * H, c + r0 * H,
+                  att + r0 * 2 * T, add + r0 * 4 * H, xb, q, g, f, e, w + r0 * T, att_out + r0 * 2 * T, ctx + r0 * V,
+                  h_out + r0 * H, c_out + r0 * H, feats + r0 * D);
+    }
 }
