@@ -32,6 +32,9 @@ query and combine products (per-row int8 weights, bf16 scales and activations, `
 than the packed bf16/fp32 products at one or two rows: batch-1 greedy decoding of the reference model took
 0.89-0.93x bf16's time, AN4 dev WER within 0.2 points of bf16's (bench/RESULTS.md, tenth and eleventh
 landings); wider steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
+Where the compiled kernels of cpu_kernels are available (AVX512-BF16 and a C compiler), "bf16" and "int8" both
+run the encoder's LSTM layers of a lone utterance and every step of the LSTM/location decoder on them instead:
+bf16 products (query, gate and combine too), the attention and the cell in fp32, in one call per step.
 """
 
 from __future__ import annotations
