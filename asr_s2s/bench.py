@@ -409,7 +409,8 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
         cases = [("greedy_bs1", 1, 1, "fp32"), ("greedy_bs16", 1, 16, "fp32"), ("beam4_bs16", 4, 16, "fp32"),
                  ("greedy_bs16_bf16", 1, 16, "bf16")]
         if not quick:
-            cases += [("beam4_bs1", 4, 1, "fp32"), ("greedy_bs1_bf16", 1, 1, "bf16"), ("beam4_bs16_bf16", 4, 16, "bf16")]
+            cases += [("beam4_bs1", 4, 1, "fp32"), ("greedy_bs1_bf16", 1, 1, "bf16"), ("beam4_bs16_bf16", 4, 16, "bf16"),
+                      ("beam4_bs1_bf16", 4, 1, "bf16")]
             if native_bf16():  # int8 is bf16 plus int8 weights: elsewhere it would time "auto" under its name
                 cases.append(("greedy_bs1_int8", 1, 1, "int8"))
         with torch.no_grad():
