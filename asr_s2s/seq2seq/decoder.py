@@ -37,9 +37,9 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import cpu_kernels
 from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
-from . import cpu_kernels
 from .packed import Int8Linear, PackedLinear, can_int8, can_pack, derived
 
 
@@ -287,7 +287,7 @@ class Decoder(nn.Module):
         where that pays (see packed.py). Same function as `_step` + `output`, on the weights' precision (see
         _search_weights); every product takes and gives fp32, the rest of the step is fp32."""
         h = state.h[0]
-        if p.kernel is not None:
+        if p.kernel is not None and h.dtype == mem.keys.dtype == torch.float32:
             feats, s, c, w, att = p.kernel(h, state.c[0], state.att, p.table.index_select(0, tokens), mem.keys,
                                            mem.values, mem.lengths)
             return p.output(feats), DecoderState(s[None], c[None], att), w

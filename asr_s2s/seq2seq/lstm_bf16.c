@@ -165,9 +165,10 @@ void lstm_dir_bf16(const uint16_t *x, int64_t T, int64_t K, int64_t x_stride, co
 
 /* Both directions of a layer, the backward one on a second OpenMP thread where `threads` > 1. Built with
    -fopenmp, this library needs libgomp.so.1, which the dynamic loader resolves to the copy torch has already
-   loaded: this region runs on torch's own OpenMP threads. (A thread of our own would share the second core with
-   torch's worker, which spins for a while after each of torch's parallel regions: measured no faster than one
-   thread.)
+   loaded (torch's Linux wheels ship it under that name; elsewhere a second OpenMP runtime loads, which works but
+   keeps threads of its own): this region runs on torch's own OpenMP threads. (A thread of our own would share the
+   second core with torch's worker, which spins for a while after each of torch's parallel regions: measured no
+   faster than one thread.)
    x (T x K) bf16; per direction: w_ih, w_hh, bias packed, gates (T x 4H) fp32 and hbuf (2 x H) bf16 scratch,
    h_n, c_n (H) fp32; out (T x 2H) bf16, the forward direction in columns 0..H-1, the backward in H..2H-1. */
 void lstm_bidir_bf16(const uint16_t *x, int64_t T, int64_t K, int64_t x_stride, const uint16_t *w_ih_f,
