@@ -64,6 +64,8 @@ def test_kernel_rejects_what_it_cannot_run():
     packs = [cpu_kernels.pack_direction(*_weights(4, 16))]
     with pytest.raises(ValueError, match="bf16"):
         cpu_kernels.lstm_layer_b1(torch.randn(3, 4), packs)  # fp32 input
+    with pytest.raises(ValueError, match="input size"):
+        cpu_kernels.lstm_layer_b1(torch.randn(3, 6).bfloat16(), packs)  # 6 inputs for a 4-input layer
     assert cpu_kernels.fits(192, 192) and cpu_kernels.fits(512, 256)
     assert not cpu_kernels.fits(513, 256) and not cpu_kernels.fits(512, 8)
 

@@ -153,8 +153,10 @@ def lstm_layer_b1(x: Tensor, directions: list[tuple[Tensor, Tensor, Tensor]]) ->
     outputs (T, dirs*H) bf16 (forward then backward, as nn.LSTM), final h and c (dirs, H) fp32.
     With two directions and torch using 2+ threads, the backward direction runs on a second thread."""
     lib = _library()
-    if lib is None or x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1:
-        raise ValueError("lstm_layer_b1 needs a (T, K) bf16 tensor with contiguous rows and the kernel available")
+    if lib is None or x.dtype != torch.bfloat16 or x.dim() != 2 or x.stride(1) != 1 \
+            or any(d[0].size(2) * 2 != x.size(1) for d in directions):
+        raise ValueError("lstm_layer_b1 needs a (T, K) bf16 tensor with contiguous rows, K the layer's input size, "
+                         "and the kernel available")
     (t, k), dirs = x.shape, len(directions)
     hidden = directions[0][1].size(0) * 16
     out = torch.empty(t, dirs * hidden, dtype=torch.bfloat16)
