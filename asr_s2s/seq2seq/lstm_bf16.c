@@ -1,6 +1,6 @@
 /* Batch-1 bf16 kernels for AVX512-BF16 CPUs (see cpu_kernels.py for why and when): one LSTM layer direction
    (lstm_dir_bf16, both directions at once: lstm_bidir_bf16), and one search step of the location-attention LSTM
-   decoder (location_step_bf16).
+   decoder for N hypotheses (location_steps_bf16).
 
    oneDNN's LSTM at batch 1 spends ~10 us per time step on the recurrent product h @ W_hh^T, a (1 x H) x (H x 4H)
    product whose 0.5 MB of bf16 weights (H = 256) sit in L2: about twice what streaming them from L2 costs.
