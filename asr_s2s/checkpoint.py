@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 FORMAT = "asr-s2s/1"
-# Model files ("asr-s2s/N") and the trainer's resumable state ("asr-s2s-train/N", train.TRAIN_FORMAT).
-FORMAT_FAMILIES = ("asr-s2s", "asr-s2s-train")
+# Model files ("asr-s2s/N"), the trainer's resumable state ("asr-s2s-train/N", train.TRAIN_FORMAT) and language
+# models ("asr-s2s-lm/N", lm.LM_FORMAT).
+FORMAT_FAMILIES = ("asr-s2s", "asr-s2s-train", "asr-s2s-lm")
 
 
 class CheckpointError(Exception):

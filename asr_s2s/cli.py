@@ -61,7 +61,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .recipes import evaluate_split
 
     text = args.manifest.suffix == ".tsv"
-    res = evaluate_split(args.model, args.manifest, args.report, text=text, beam=args.beam, precision=args.precision)
+    if text:
+        res = evaluate_split(args.model, args.manifest, args.report, text=True, beam=args.beam or 1)
+    else:
+        from .model import load_model
+
+        model = load_model(args.model)
+        res = evaluate_split(model, args.manifest, args.report, options=_decode_options(args, model))
     if args.json:
         print(json.dumps(res))
     else:
@@ -116,8 +122,14 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     names: dict[str, int] = {}
     failed = len(missing)
     bar = tqdm(total=len(found), unit="file", file=sys.stderr, disable=True if len(found) < 2 else None)
-    for idx, res in iter_transcripts(model, [f.path for f in found], beam=args.beam, batch_size=args.batch_size,
-                                     long_form=not args.no_long_form, errors="skip", precision=args.precision):
+    try:
+        options = _decode_options(args, model, max_len_ratio=1.5)
+        model.language_model(options), model.vocabulary_constraint(options)  # refuse a bad file before any work
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for idx, res in iter_transcripts(model, [f.path for f in found], batch_size=args.batch_size,
+                                     long_form=not args.no_long_form, errors="skip", options=options):
         bar.update(1)
         item = found[idx]
         if isinstance(res, Exception):
@@ -168,6 +180,97 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _cmd_train_lm(args: argparse.Namespace) -> int:
+    """Train an LSTM language model over a recognizer's tokenizer (for --lm in evaluate / transcribe)."""
+    from .checkpoint import load_checkpoint
+    from .lm import LMConfig, LMTrainConfig, read_text_lines, train_lm
+    from .text import tokenizer_from_state_dict
+
+    payload = load_checkpoint(args.tokenizer)
+    if "tokenizer" not in payload:
+        print(f"error: {args.tokenizer}: not a model file with a tokenizer", file=sys.stderr)
+        return 2
+    tokenizer = tokenizer_from_state_dict(payload["tokenizer"])
+    try:
+        texts = read_text_lines(args.text)
+        dev = read_text_lines(args.dev) if args.dev else None
+        cfg = LMConfig(embed_dim=args.embed_dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout)
+        tc = LMTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                           threads=args.threads, eval_every=min(args.eval_every, args.steps))
+        path = train_lm(texts, tokenizer, args.out, cfg, tc, dev_texts=dev, resume=args.resume)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"lm: {path}")
+    return 0
+
+
+def _decode_options(args: argparse.Namespace, model, **defaults):
+    """The DecodeOptions a command's flags ask for: the model's recommended decoding (or plain greedy with
+    --decoding plain), then every flag that was given."""
+    from .decoding import DecodeOptions, read_vocabulary
+
+    base = model.recommended_decoding if args.decoding == "recommended" else DecodeOptions()
+    vocabulary = read_vocabulary(args.vocabulary) if args.vocabulary else None
+    return base.replace(**defaults).replace(
+        beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None, lm_weight=args.lm_weight,
+        length_bonus=args.length_bonus, length_norm=args.length_norm, vocabulary=vocabulary,
+        vocabulary_mode=args.vocabulary_mode, precision=args.precision)
+
+
+def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding (defaults: the model's recommended decoding; see README)")
+    g.add_argument("--decoding", choices=("recommended", "plain"), default="recommended",
+                   help="start from the decoding recorded in the model file (default), or from plain greedy "
+                        "attention decoding; the flags below apply on top")
+    g.add_argument("--beam", type=_positive_int, help="hypotheses kept per utterance (1: greedy)")
+    g.add_argument("--ctc-weight", type=_unit_interval, metavar="W",
+                   help="weight of the CTC head's prefix score (0: attention only, 1: CTC only)")
+    g.add_argument("--lm", type=Path, metavar="FILE", help="language model file from `asr-s2s train-lm`")
+    g.add_argument("--lm-weight", type=_non_negative, metavar="W", help="weight of the language model")
+    g.add_argument("--length-bonus", type=float, metavar="G", help="added to a hypothesis's score per token")
+    g.add_argument("--length-norm", choices=("none", "length", "gnmt"),
+                   help="normalisation of finished hypotheses' scores")
+    g.add_argument("--vocabulary", type=Path, metavar="FILE",
+                   help="only output these phrases (one per line; with --vocabulary-mode words, any sequence of "
+                        "these words)")
+    g.add_argument("--vocabulary-mode", choices=("phrases", "words"))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _float(text)
+    if value < 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="asr-s2s", description="Sequence-to-sequence speech recognition and translation.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__import__('asr_s2s').__version__}")
@@ -195,12 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="WER/CER of a model on a manifest (BLEU/chrF on a .tsv for text models)")
     p.add_argument("model", type=Path)
     p.add_argument("manifest", type=Path)
-    p.add_argument("--beam", type=int, default=1)
     p.add_argument("--report", type=Path, help="write per-utterance TSV, alignments and attention plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="fp32",
                    help="speech models: fp32 (default, the same scores on every machine), bf16, int8, or auto "
                         "(what `transcribe` uses by default: bf16 where the CPU has native bf16)")
+    _add_decoding_flags(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("recipe", help="prepare, train and evaluate on a corpus in one command")
@@ -228,14 +331,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "tsv, srt, vtt")
     p.add_argument("--output-dir", type=Path, help="write <name>.<format> files here instead of stdout")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
                    help="bf16: run the encoder and the decoder's largest product in bfloat16; int8: as bf16, with "
                         "the decoder's large products on int8 weights; auto (default): bf16 on CPUs with native "
                         "bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
+    _add_decoding_flags(p)
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("train-lm", help="train an LSTM language model over a recognizer's tokenizer (for --lm)")
+    p.add_argument("text", nargs="+", type=Path, help="text files (one sentence per line) or JSON-lines manifests")
+    p.add_argument("--tokenizer", type=Path, required=True, metavar="MODEL",
+                   help="the recognizer's model file, whose tokenizer the LM uses")
+    p.add_argument("--out", type=Path, required=True, help="folder for lm.pt (and its resumable state)")
+    p.add_argument("--dev", nargs="+", type=Path, help="held-out text for perplexity (default: 5%% of the text)")
+    p.add_argument("--steps", type=_positive_int, default=3000, help="updates (default 3000)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_non_negative, default=2e-3)
+    p.add_argument("--embed-dim", type=_positive_int, default=128)
+    p.add_argument("--hidden", type=_positive_int, default=256)
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--dropout", type=_unit_interval, default=0.2)
+    p.add_argument("--eval-every", type=_positive_int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=_cmd_train_lm)
 
     p = sub.add_parser("export", help="export a speech model to TorchScript or ONNX (+ model.json) for deployment")
     p.add_argument("model", type=Path)

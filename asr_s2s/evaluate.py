@@ -17,6 +17,7 @@ import jiwer
 import torch
 
 from .audio import AudioError, load_audio
+from .decoding import DecodeOptions
 
 
 @dataclass
@@ -68,13 +69,17 @@ def _batches(durations: Sequence[float], max_seconds: float, max_items: int) -> 
 
 @torch.inference_mode()
 def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_seconds: float = 200.0,
-                     max_batch: int = 64, keep_attention: int = 0, precision: str = "fp32") -> EvalResult:
+                     max_batch: int = 64, keep_attention: int = 0, precision: str = "fp32",
+                     options: DecodeOptions | None = None) -> EvalResult:
     """Decode manifest entries (dicts with audio_filepath, text, optional offset/duration/id).
 
     Unreadable audio is skipped and counted (``skipped``), never fatal. ``rtf`` is wall time
     (loading + features + search) over audio duration. ``precision`` defaults to fp32 so that scores do
     not depend on the machine ("auto", transcription's default, is bf16 on CPUs with native bf16).
+    ``options`` (a DecodeOptions) replaces ``beam`` and ``precision`` when given.
     """
+    if options is None:
+        options = DecodeOptions(beam=beam, precision=precision)
     model.eval()
     sr = model.features.sample_rate
     t0 = time.perf_counter()
@@ -98,7 +103,7 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
         if not waves:
             continue
         feats, lens = model.features_of(waves)
-        res = model.decode(feats, lens, beam=beam, precision=precision)
+        res = model.decode(feats, lens, options=options)
         for k, e in enumerate(batch_entries):
             if len(attn) < keep_attention and res.attention:
                 attn[len(kept)] = res.attention[k].float().cpu()

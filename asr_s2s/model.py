@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
 from .seq2seq import ModelConfig, Seq2Seq
 from .text import UNK, tokenizer_from_state_dict
+
+if TYPE_CHECKING:
+    from .decoding import DecodeOptions
 
 FORMAT = "asr-s2s/1"
 BUNDLED = Path(__file__).resolve().parent / "assets"
@@ -86,12 +89,74 @@ class ASRModel(nn.Module):
     forward = loss  # so DistributedDataParallel can wrap the model
 
     @torch.inference_mode()
-    def decode(self, src: torch.Tensor, src_lens: torch.Tensor, beam: int = 1, **opts):
-        """Batched search on prepared inputs; returns the core's SearchResult."""
+    def decode(self, src: torch.Tensor, src_lens: torch.Tensor, beam: int = 1, options: "DecodeOptions | None" = None,
+               max_len: int | torch.Tensor = 200, **opts):
+        """Batched search on prepared inputs; returns the core's SearchResult. `options` (a DecodeOptions) says
+        how; without it, `beam` and `opts` (precision, length_norm, alpha, max_len_ratio) build one."""
+        from .decoding import DecodeOptions, decode_batch
+
+        if options is None:
+            options = DecodeOptions(beam=max(1, beam), **opts)
         src = self.prepare_source(src, src_lens)
-        if beam <= 1:
-            return self.seq2seq.greedy(src, src_lens, **opts)
-        return self.seq2seq.beam_search(src, src_lens, beam=beam, **opts)
+        return decode_batch(self.seq2seq, src, src_lens, options, lm=self.language_model(options),
+                            vocabulary=self.vocabulary_constraint(options), max_len=max_len)
+
+    # ---- decoding resources ---------------------------------------------------------------------
+    @property
+    def recommended_decoding(self) -> "DecodeOptions":
+        """The decoding this model was tuned with (saved in its file), else greedy attention decoding."""
+        from .decoding import DecodeOptions
+
+        d = getattr(self, "_recommended", None)
+        return DecodeOptions.from_dict(d) if d else DecodeOptions()
+
+    def set_recommended_decoding(self, options: "DecodeOptions | None") -> None:
+        self._recommended = None if options is None else {k: v for k, v in options.to_dict().items()
+                                                          if k not in ("precision", "vocabulary")}
+
+    def attach_lm(self, lm_payload: dict | None) -> None:
+        """Carry a language model inside this model's file (a payload of lm.save_lm's format), used when
+        decoding asks for an LM weight without naming a file."""
+        self._lm_payload = lm_payload
+        getattr(self, "_lm_cache", {}).pop(None, None)
+
+    def language_model(self, options: "DecodeOptions"):
+        """The LSTMLM that `options` asks for (loaded once per file), or None."""
+        if options.lm_weight <= 0.0:
+            return None
+        cache = self.__dict__.setdefault("_lm_cache", {})
+        key = options.lm
+        if key not in cache:
+            from .lm import LM_FORMAT, LMConfig, LSTMLM, load_lm
+
+            if key is None:
+                payload = getattr(self, "_lm_payload", None)
+                if payload is None:
+                    raise ValueError("an LM weight needs a language model: pass --lm FILE (this model carries none)")
+                lm = LSTMLM(LMConfig.from_dict(payload["config"]))
+                lm.load_state_dict(payload["model"])
+                tok_state, source = payload["tokenizer"], "the model's own language model"
+            else:
+                lm, tok, _ = load_lm(key)
+                tok_state, source = tok.state_dict(), str(key)
+            if tok_state != self.tokenizer.state_dict():
+                raise ValueError(f"{source}: the language model was trained with another tokenizer than this "
+                                 "model's; train it with `asr-s2s train-lm ... --tokenizer MODEL`")
+            cache[key] = lm.eval().to(self.device)
+        return cache[key]
+
+    def vocabulary_constraint(self, options: "DecodeOptions"):
+        """The trie scorer for `options.vocabulary` (built once per vocabulary), or None."""
+        if options.vocabulary is None:
+            return None
+        from .decoding import vocabulary_constraint
+
+        cache = self.__dict__.setdefault("_vocab_cache", {})
+        key = (options.vocabulary, options.vocabulary_mode)
+        if key not in cache:
+            cache.clear()
+            cache[key] = vocabulary_constraint(self.tokenizer, options.vocabulary, options.vocabulary_mode).to(self.device)
+        return cache[key]
 
     # ---- user API -----------------------------------------------------------------------------
     @property
@@ -104,37 +169,29 @@ class ASRModel(nn.Module):
         batch = nn.utils.rnn.pad_sequence(list(waves), batch_first=True).to(self.device)
         return self.logmel(batch, lengths.to(self.device))
 
-    @torch.inference_mode()
-    def transcribe_waves(self, waves: Sequence[torch.Tensor], beam: int = 1, batch_size: int = 16,
-                         precision: str = "auto") -> list[tuple[str, float]]:
-        """Mono waveforms at the model's rate -> (text, score) each; batched by similar length to keep padding
-        small. ``precision`` as in :meth:`transcribe`."""
-        self.eval()
-        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-        out: list[tuple[str, float]] = [("", 0.0)] * len(waves)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            feats, lens = self.features_of([waves[j] for j in idx])
-            res = self.decode(feats, lens, beam=beam, precision=precision)
-            for k, j in enumerate(idx):
-                out[j] = (self.tokenizer.decode(res.tokens[k]), float(res.scores[k]))
-        return out
-
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
-                   beam: int = 1, batch_size: int = 16, long_form: bool = True, precision: str = "auto"
-                   ) -> Union[Transcript, list[Transcript]]:
+                   beam: int | None = None, batch_size: int = 16, long_form: bool = True, precision: str = "auto",
+                   options: "DecodeOptions | None" = None, **decoding: Any) -> Union[Transcript, list[Transcript]]:
         """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
         a list gives a list. Recordings longer than the model's training utterances are split at
-        silences (see :mod:`asr_s2s.transcribe`). ``precision="bf16"`` runs the encoder (and the
-        LSTM/location decoder's gate product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the
-        default) does so where the CPU has native bf16 (AVX512-BF16 or AMX) and stays fp32 elsewhere; "fp32"
-        never does; "int8" is bf16 plus int8 weights in that decoder's batch-1 steps (opt-in, see the same module)."""
+        silences (see :mod:`asr_s2s.transcribe`).
+
+        Decoding starts from ``options`` (a DecodeOptions), else from the model's recommended decoding, with
+        ``beam``, ``precision`` and any DecodeOptions field given as a keyword on top, e.g.
+        ``model.transcribe("a.wav", vocabulary=["yes", "no"])``, ``lm="lm.pt", lm_weight=0.3``,
+        ``ctc_weight=0.5``. ``precision="bf16"`` runs the encoder (and the LSTM/location decoder's gate
+        product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the default) does so where the CPU
+        has native bf16 and stays fp32 elsewhere; "fp32" never does; "int8" is bf16 plus int8 weights in that
+        decoder's batch-1 steps. Long recordings decode at most 1.5 tokens per encoder frame unless
+        ``max_len_ratio`` says otherwise."""
         from .transcribe import transcribe_inputs
 
+        decoding.setdefault("max_len_ratio", 1.5)
+        opts = (options or self.recommended_decoding).replace(beam=beam, precision=precision, **decoding)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
-        results = transcribe_inputs(self, items, sample_rate=sample_rate, beam=beam, batch_size=batch_size,
-                                    long_form=long_form, precision=precision)
+        results = transcribe_inputs(self, items, sample_rate=sample_rate, batch_size=batch_size,
+                                    long_form=long_form, options=opts)
         return results[0] if single else results
 
     def translate(self, sentences: Sequence[str], beam: int = 1, batch_size: int = 64) -> list[str]:
@@ -170,6 +227,8 @@ class ASRModel(nn.Module):
             "model": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
                       for k, v in self.seq2seq.state_dict().items()},
             "meta": dict(meta or {}),
+            "decoding": getattr(self, "_recommended", None),
+            "lm": getattr(self, "_lm_payload", None),
         }
 
     def save(self, path: Union[str, os.PathLike], meta: dict | None = None, half: bool = False) -> None:
@@ -191,6 +250,11 @@ class ASRModel(nn.Module):
             model.cmvn.mean.copy_(payload["cmvn"]["mean"])
             model.cmvn.std.copy_(payload["cmvn"]["std"])
         model.meta = payload.get("meta", {})
+        if payload.get("decoding"):
+            from .decoding import DecodeOptions
+
+            model.set_recommended_decoding(DecodeOptions.from_dict(payload["decoding"]))
+        model.attach_lm(payload.get("lm"))
         return model.eval()
 
 

@@ -148,13 +148,14 @@ def _finished(last: Path) -> bool:
     return bool(load_checkpoint(last)["state"].get("done"))
 
 
-def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
-                   precision: str = "fp32") -> dict:
-    """Score one split; the dict is what ``asr-s2s evaluate --json`` prints. ``precision`` applies to speech
+def evaluate_split(model_path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
+                   precision: str = "fp32", options=None) -> dict:
+    """Score one split with a model (or its file); the dict is what ``asr-s2s evaluate --json`` prints.
+    ``precision`` and ``options`` (a DecodeOptions, replacing ``beam`` and ``precision``) apply to speech
     models (see evaluate_entries)."""
-    from .model import load_model
+    from .model import ASRModel, load_model
 
-    model = load_model(model_path)
+    model = model_path if isinstance(model_path, ASRModel) else load_model(model_path)
     if text:
         from .evaluate import evaluate_pairs
         from .manifest import read_tsv_pairs
@@ -173,7 +174,7 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
 
     entries, _ = read_manifest(manifest, on_error="skip")
     result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam,
-                              keep_attention=4 if report_dir else 0, precision=precision)
+                              keep_attention=4 if report_dir else 0, precision=precision, options=options)
     if report_dir is not None:
         write_report(result, report_dir)
     return result.summary()

@@ -313,14 +313,19 @@ def model_max_segment(model: Any) -> float:
 def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | None = None, beam: int = 1,
                      batch_size: int = 16, long_form: bool = True, max_segment: float | None = None,
                      vad: VADConfig | None = None, errors: str = "raise", max_len_ratio: float = 1.5,
-                     repetition: dict | None = None, precision: str = "auto") -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, Transcript)`` in input order (or ``(index, AudioError)`` with ``errors="skip"``)."""
+                     repetition: dict | None = None, precision: str = "auto", options: Any = None
+                     ) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, Transcript)`` in input order (or ``(index, AudioError)`` with ``errors="skip"``).
+    ``options`` (a DecodeOptions) replaces ``beam``, ``precision`` and ``max_len_ratio`` when given."""
+    from .decoding import DecodeOptions
     from .model import Segment, Transcript
 
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     if not model.is_audio:
         raise TypeError("transcribe() needs a speech model; use translate() for text models")
+    if options is None:
+        options = DecodeOptions(beam=beam, precision=precision, max_len_ratio=max_len_ratio)
     max_segment = max_segment or model_max_segment(model)
     rate = model.features.sample_rate
     rep = dict(repetition or {})
@@ -334,8 +339,7 @@ def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | Non
         for i in range(0, len(pool), batch_size):
             chunk = pool[i : i + batch_size]
             feats, lens = model.features_of([c[3] for c in chunk])
-            res = model.decode(feats, lens, beam=beam, max_len=100000, max_len_ratio=max_len_ratio,
-                               precision=precision)
+            res = model.decode(feats, lens, options=options, max_len=100000)
             for (idx, s, e, _), toks, score in zip(chunk, res.tokens, res.scores.tolist()):
                 text = model.tokenizer.decode(truncate_repetitions(toks, **rep)).strip()
                 pending[idx].segments.append((s, e, text, score))

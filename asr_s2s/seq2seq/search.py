@@ -43,9 +43,10 @@ import contextlib
 import copy
 import functools
 import itertools
+import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,7 @@ from torch import Tensor, nn
 from .encoder import EncoderOutput
 from .model import EOS, PAD, SOS
 from .packed import derived
+from .scorers import CTCPrefixScorer, FullScorer
 
 LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
@@ -186,6 +188,18 @@ def _check(length_norm: str, alpha: float) -> None:
         raise ValueError("alpha must be >= 0 (the early-stopping bound relies on lp growing with n)")
 
 
+def _bonus_bound(limit: Tensor, steps: int, bonus: float, length_norm: str, alpha: float) -> Tensor | None:
+    """(B,) the most a length bonus can add to a normalised score: max over n <= L_b of bonus * n / lp(n).
+    A hypothesis's score less its bonus, (cum - bonus * n) / lp(L_b), bounds what the rest can give (log-scores
+    only fall, and lp grows with n), so their sum bounds every continuation; None without a bonus."""
+    if bonus == 0.0:
+        return None
+    n = torch.arange(1, steps + 1, device=limit.device)
+    gain = bonus * n.float() / length_penalty(n, length_norm, alpha)  # (steps,)
+    gain = gain[None, :].expand(limit.numel(), -1).masked_fill(n[None, :] > limit[:, None], float("-inf"))
+    return gain.max(dim=1).values
+
+
 def _result(tokens: Tensor, n_emit: Tensor, scores: Tensor, att: Tensor, enc_lengths: Tensor) -> SearchResult:
     """tokens (B, L) padded, n_emit (B,) tokens emitted incl. eos, att (B, L, T) -> SearchResult."""
     rows = tokens.tolist()
@@ -281,7 +295,9 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
 
 def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 4, max_len: int | Tensor = 200,
                 max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0,
-                precision: str = "fp32") -> SearchResult:
+                precision: str = "fp32", ctc_weight: float = 0.0,
+                scorers: Sequence[tuple[FullScorer, float]] = (), length_bonus: float = 0.0,
+                pre_beam: float = 1.5) -> SearchResult:
     """Batched beam search over a flattened (B*K) batch.
 
     Each step takes, per utterance, the K best one-token extensions of its live hypotheses (ranked by
@@ -296,10 +312,22 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
     greedy: the greedy path's eos extension can fall outside the top K of a step. On trained models
     this is rare (tests/test_search.py checks it on unseen utterances); on half-trained models with
     flat distributions we measured it in ~1% of (utterance, K, normalisation) cases, mostly K = 2.
+
+    Scorers (see scorers.py): a hypothesis's score is (1 - ctc_weight) times the decoder's log-probability,
+    plus ctc_weight times its CTC prefix score (the model's CTC head; ctc_weight 1 is CTC prefix beam search
+    steered by nothing else), plus weight times each full scorer's (a language model, a vocabulary
+    constraint), plus length_bonus per token. The CTC prefix score, whose cost grows with the frames, is
+    computed for the best ceil(pre_beam * K) tokens of each hypothesis by the other scores (at least 4, eos
+    always among them); for all tokens when the other scores carry no weight. With no scorer, no CTC and no bonus this is the
+    plain search above, to the bit.
     """
     _check(length_norm, alpha)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+    if ctc_weight > 0 and getattr(model, "ctc", None) is None:
+        raise ValueError("ctc_weight > 0 needs a model trained with a CTC head (model.ctc_weight > 0)")
     k = beam
     precision = resolve_precision(precision, src.device)
     with _eval_mode(model):
@@ -312,9 +340,22 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         state = dec.init_state(enc, mem).index_select(expand)
         mem = mem.index_select(expand)
         step = dec.stepper(precision)
+        extra = [(sc, float(wt), sc.init_state(expand)) for sc, wt in scorers if wt != 0.0]
+        ctc = None
+        if ctc_weight > 0:
+            ctc = CTCPrefixScorer(torch.log_softmax(model.ctc(enc.states).float(), dim=-1), enc.lengths)
+            ctc_state = ctc.init_state(expand)
+        att_weight = 1.0 - ctc_weight
+        eos_index = torch.tensor([EOS], device=dev)
+        rescored = ctc is not None or bool(extra) or length_bonus != 0.0
+        # A constrained search (a vocabulary) only finishes on eos: a hypothesis cut at the length limit could
+        # end inside a word. An utterance where nothing finishes comes out empty.
+        strict_end = any(getattr(sc, "strict_end", False) for sc, _, _ in extra)
         limit = max_lengths(enc.lengths, max_len, max_len_ratio)
         bound_lp = length_penalty(limit, length_norm, alpha)
         steps = int(limit.max())
+        # The length bonus is the one term that grows with length: bound what it can still add (see _bonus_bound).
+        bonus_bound = _bonus_bound(limit, steps, length_bonus, length_norm, alpha)
         neg_inf = float("-inf")
         tok = torch.full((b * k,), SOS, dtype=torch.long, device=dev)
         cum = torch.full((b, k), neg_inf, device=dev)
@@ -331,11 +372,38 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             nb = utts.numel()
             logits, state, w = step(tok, state, mem)
             v = logits.size(-1)
-            cand = cum[:, :, None] + torch.log_softmax(logits.float(), dim=-1).view(nb, k, v)
-            top, idx = cand.view(nb, k * v).topk(k, dim=-1)  # (B, K)
-            origin, token = idx // v, idx % v
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            if not rescored:
+                cand = cum[:, :, None] + logp.view(nb, k, v)
+                top, idx = cand.view(nb, k * v).topk(k, dim=-1)  # (B, K)
+                origin, token = idx // v, idx % v
+            else:
+                scores = logp * att_weight if att_weight != 1.0 else logp
+                for i, (sc, wt, st) in enumerate(extra):
+                    s, st = sc.score(tok, st)
+                    scores = scores + wt * s
+                    extra[i] = (sc, wt, st)
+                if length_bonus != 0.0:
+                    scores = scores + length_bonus
+                cand_tok = None
+                if ctc is not None:
+                    n_pre = v if att_weight == 0.0 and not extra else min(v, max(4, math.ceil(pre_beam * k)))
+                    if n_pre < v:  # eos is always a candidate: without it nothing may ever finish
+                        pre, cand_tok = scores.index_fill(1, eos_index, neg_inf).topk(n_pre - 1, dim=-1)
+                        scores = torch.cat([pre, scores[:, EOS:EOS + 1]], dim=1)  # (N, P)
+                        cand_tok = torch.cat([cand_tok, eos_index.expand(cand_tok.size(0), 1)], dim=1)
+                    else:
+                        cand_tok = torch.arange(v, device=dev).expand(scores.size(0), v)
+                    delta, ctc_cand = ctc.score(tok, ctc_state, cand_tok)
+                    scores = scores + ctc_weight * delta
+                p = scores.size(-1)
+                cand = cum[:, :, None] + scores.view(nb, k, p)
+                top, idx = cand.view(nb, k * p).topk(k, dim=-1)
+                origin, pos = idx // p, idx % p
+                token = pos if cand_tok is None else cand_tok.reshape(nb, k * p).gather(1, idx)
             valid = torch.isfinite(top)
-            ends = valid & ((token == EOS) | (t + 1 >= limit)[:, None])
+            at_limit = (t + 1 >= limit)[:, None]
+            ends = valid & (token == EOS) if strict_end else valid & ((token == EOS) | at_limit)
             pen = float(length_penalty(torch.tensor(t + 1), length_norm, alpha))  # CPU scalar, no sync
             norm = torch.where(ends, top / pen, torch.full_like(top, neg_inf))
             cand_best, cand_slot = norm.max(dim=-1)
@@ -343,8 +411,11 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             best = torch.where(better, cand_best, best)
             best_step = torch.where(better, torch.full_like(best_step, t), best_step)
             best_slot = torch.where(better, cand_slot, best_slot)
-            cum = torch.where(ends | ~valid, torch.full_like(top, neg_inf), top)
-            done = done | (cum.max(dim=-1).values / bound_lp <= best)
+            cum = torch.where(ends | ~valid | at_limit, torch.full_like(top, neg_inf), top)
+            if bonus_bound is None:
+                done = done | (cum.max(dim=-1).values / bound_lp <= best)
+            else:
+                done = done | ((cum.max(dim=-1).values - length_bonus * (t + 1)) / bound_lp + bonus_bound <= best)
             cum = cum.masked_fill(done[:, None], neg_inf)
             att = w.view(nb, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1)))
             for hist, x in zip(segments[-1][1:], (token, origin, att)):
@@ -352,20 +423,31 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             n_live = nb - int(done.sum())
             if n_live == 0:
                 break
-            state = state.index_select((base + origin).view(-1))
+            rows = (base + origin).view(-1)
+            state = state.index_select(rows)
+            for i, (sc, wt, st) in enumerate(extra):
+                extra[i] = (sc, wt, sc.select(st, rows))
+            if ctc is not None:
+                ctc_state = ctc.select(ctc_cand, rows, None if cand_tok is None else pos.reshape(-1))
             tok = token.view(-1)
             if n_live <= SHRINK_AT * nb:  # finished utterances leave the batch, as in greedy_search
-                for full, x in zip(final, (best, best_step, best_slot)):
-                    full[utts] = x
+                for full_x, x in zip(final, (best, best_step, best_slot)):
+                    full_x[utts] = x
                 keep = (~done).nonzero()[:, 0]
                 utts, cum, best, best_step, best_slot, done, limit, bound_lp = (
                     x[keep] for x in (utts, cum, best, best_step, best_slot, done, limit, bound_lp))
+                if bonus_bound is not None:
+                    bonus_bound = bonus_bound[keep]
                 hyp_rows = (keep[:, None] * k + torch.arange(k, device=dev)).view(-1)
                 base = base[:keep.numel()]
                 state, mem, tok = state.index_select(hyp_rows), mem.index_select(hyp_rows), tok[hyp_rows]
+                for i, (sc, wt, st) in enumerate(extra):
+                    extra[i] = (sc, wt, sc.select(st, hyp_rows))
+                if ctc is not None:
+                    ctc_state = ctc.select(ctc_state, hyp_rows)
                 segments.append((utts, [], [], []))
-        for full, x in zip(final, (best, best_step, best_slot)):
-            full[utts] = x
+        for full_x, x in zip(final, (best, best_step, best_slot)):
+            full_x[utts] = x
         best, best_step, best_slot = final
         # Backtrack from each utterance's best finished hypothesis (step best_step, slot best_slot), on
         # histories (n, B, K[, T]) of every utterance (zeros after an utterance left the batch: never read).
@@ -392,4 +474,5 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             out_tok[:, t] = torch.where(on, toks[t].gather(1, slot[:, None])[:, 0], out_tok[:, t])
             out_att[:, t] = torch.where(on[:, None], atts[t, torch.arange(b, device=dev), slot], out_att[:, t])
             slot = torch.where(on, bps[t].gather(1, slot[:, None])[:, 0], slot)
-        return _result(out_tok, best_step + 1, best, out_att.float(), enc.lengths)
+        n_emit = torch.where(torch.isfinite(best), best_step + 1, torch.zeros_like(best_step))
+        return _result(out_tok, n_emit, best, out_att.float(), enc.lengths)
