@@ -205,6 +205,47 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """Tune the decoding on a dev manifest; --out writes the model with it as its recommended decoding."""
+    from .checkpoint import load_checkpoint
+    from .manifest import read_manifest
+    from .model import load_model
+    from .tune import tune_decoding
+
+    model = load_model(args.model)
+    if not model.is_audio:
+        print(f"error: {args.model}: tune is for speech models", file=sys.stderr)
+        return 2
+    try:
+        lm_path = str(args.lm) if args.lm else None
+        if lm_path:
+            from .decoding import DecodeOptions
+
+            model.language_model(DecodeOptions(lm=lm_path, lm_weight=1.0))  # refuse a bad LM before any work
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    entries, _ = read_manifest(args.manifest, on_error="skip")
+    entries = [e.to_dict() if hasattr(e, "to_dict") else e for e in entries]
+    if not entries:
+        print(f"error: {args.manifest}: no usable utterance to tune on", file=sys.stderr)
+        return 2
+    res = tune_decoding(model, entries, lm=lm_path, has_lm=getattr(model, "_lm_payload", None) is not None,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(res.table())
+    print(f"best: {json.dumps({k: v for k, v in res.best.to_dict().items() if k not in ('vocabulary', 'precision')})}"
+          f" WER {100 * res.wer:.2f} CER {100 * res.cer:.2f}")
+    if args.out:
+        best = res.best
+        if best.lm_weight > 0 and best.lm is not None:  # carry the LM inside the model file: self-contained
+            model.attach_lm(load_checkpoint(best.lm))
+            best = type(best).from_dict({**best.to_dict(), "lm": None})
+        model.set_recommended_decoding(best)
+        model.save(args.out, meta=model.meta, half=model.meta.get("weights") == "fp16")
+        print(f"model with its recommended decoding: {args.out}")
+    return 0
+
+
 def _decode_options(args: argparse.Namespace, model, **defaults):
     """The DecodeOptions a command's flags ask for: the model's recommended decoding (or plain greedy with
     --decoding plain), then every flag that was given."""
@@ -212,6 +253,11 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
 
     base = model.recommended_decoding if args.decoding == "recommended" else DecodeOptions()
     vocabulary = read_vocabulary(args.vocabulary) if args.vocabulary else None
+    if vocabulary is not None:  # every entry must be spellable by this model: say which line is not
+        from .decoding import vocabulary_constraint
+
+        vocabulary_constraint(model.tokenizer, vocabulary, args.vocabulary_mode or base.vocabulary_mode,
+                              source=str(args.vocabulary))
     return base.replace(**defaults).replace(
         beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None, lm_weight=args.lm_weight,
         length_bonus=args.length_bonus, length_norm=args.length_norm, vocabulary=vocabulary,
@@ -339,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
     _add_decoding_flags(p)
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("tune", help="tune decoding (CTC weight, LM weight, length bonus, beam) on a dev manifest")
+    p.add_argument("model", type=Path)
+    p.add_argument("manifest", type=Path, help="a dev manifest (never the test split)")
+    p.add_argument("--lm", type=Path, metavar="FILE", help="also tune the weight of this language model")
+    p.add_argument("--out", type=Path, help="write the model here with the best setting as its recommended decoding "
+                                            "(and the LM inside it when the LM helps)")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("train-lm", help="train an LSTM language model over a recognizer's tokenizer (for --lm)")
     p.add_argument("text", nargs="+", type=Path, help="text files (one sentence per line) or JSON-lines manifests")

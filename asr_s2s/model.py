@@ -228,7 +228,7 @@ class ASRModel(nn.Module):
                       for k, v in self.seq2seq.state_dict().items()},
             "meta": dict(meta or {}),
             "decoding": getattr(self, "_recommended", None),
-            "lm": getattr(self, "_lm_payload", None),
+            "lm": _half_lm(getattr(self, "_lm_payload", None)) if half else getattr(self, "_lm_payload", None),
         }
 
     def save(self, path: Union[str, os.PathLike], meta: dict | None = None, half: bool = False) -> None:
@@ -256,6 +256,12 @@ class ASRModel(nn.Module):
             model.set_recommended_decoding(DecodeOptions.from_dict(payload["decoding"]))
         model.attach_lm(payload.get("lm"))
         return model.eval()
+
+
+def _half_lm(payload: dict | None) -> dict | None:
+    if payload is None:
+        return None
+    return {**payload, "model": {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}}
 
 
 def default_model_path() -> Path:

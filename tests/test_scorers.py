@@ -272,3 +272,84 @@ def test_lm_training_learns_and_resumes_to_the_same_weights(tmp_path) -> None:
         train_lm(texts, TOKENIZER, tmp_path / "a", cfg, LMTrainConfig(steps=5), log=lambda *_: None)
     assert perplexity(lm, [TOKENIZER.encode("one two three")]) > 1.0
     assert math.isfinite(meta["dev_ppl"])
+
+
+# ---- command line and model files ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    import numpy as np
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("audio") / "tone.wav"
+    t = np.arange(8000) / 8000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t) * np.hanning(8000)).astype("float32"), 8000)
+    return path
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    from asr_s2s.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("content, why", [(None, "no such vocabulary file"), (b"", "no entry"),
+                                          (b"\xff\xfe\x00bad", "not a UTF-8"), ("caf\u00e9 \u4e2d".encode(), "cannot write")])
+def test_a_bad_vocabulary_file_is_refused_naming_it(tmp_path, wav, capsys, content, why) -> None:
+    vocab = tmp_path / "vocab.txt"
+    if content is not None:
+        vocab.write_bytes(content)
+    code, out, err = _run(["transcribe", wav, "--vocabulary", vocab], capsys)
+    assert code == 2 and str(vocab) in err and why in err and "Traceback" not in err and not out
+
+
+def test_a_bad_lm_file_is_refused_naming_it(tmp_path, wav, capsys) -> None:
+    from asr_s2s import load_model
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    not_lm = tmp_path / "model.pt"
+    load_model().save(not_lm)
+    other_tok = tmp_path / "other.pt"
+    digits = CharTokenizer.build(WORDS)
+    save_lm(other_tok, LSTMLM(LMConfig(vocab_size=digits.vocab_size, hidden=8, embed_dim=4, layers=1)), digits)
+    for bad, why in [(tmp_path / "missing.pt", "no such"), (garbage, "corrupt"), (not_lm, "not an asr-s2s language model"),
+                     (other_tok, "another tokenizer")]:
+        code, out, err = _run(["transcribe", wav, "--lm", bad, "--lm-weight", "0.3", "--beam", "2"], capsys)
+        assert code == 2 and str(bad) in err and why in err and "Traceback" not in err, (bad, out, err)
+
+
+def test_decoding_flags_validate_and_the_vocabulary_constrains_transcribe(tmp_path, wav, capsys) -> None:
+    vocab = tmp_path / "digits.txt"
+    vocab.write_text("\n".join(WORDS[:10]) + "\n")
+    code, out, err = _run(["transcribe", wav, "--vocabulary", vocab, "--beam", "3", "--ctc-weight", "0.5",
+                           "--format", "json"], capsys)
+    assert code == 0, err
+    import json
+
+    text = json.loads(out)["text"]
+    assert text == "" or text in WORDS[:10]
+    for bad in (["--beam", "0"], ["--ctc-weight", "1.5"], ["--lm-weight", "-1"], ["--beam", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            _run(["transcribe", wav, *bad], capsys)
+        assert exc.value.code == 2
+
+
+def test_recommended_decoding_and_its_lm_travel_inside_the_model_file(tmp_path) -> None:
+    from asr_s2s import load_model
+    from asr_s2s.checkpoint import load_checkpoint
+
+    model = load_model()
+    lm_path = save_lm(tmp_path / "lm.pt", LSTMLM(LMConfig(vocab_size=model.tokenizer.vocab_size, hidden=8,
+                                                          embed_dim=4, layers=1)), model.tokenizer)
+    model.attach_lm(load_checkpoint(lm_path))
+    model.set_recommended_decoding(DecodeOptions(beam=5, ctc_weight=0.4, lm_weight=0.2, length_bonus=0.5,
+                                                 length_norm="none"))
+    model.save(tmp_path / "tuned.pt", half=True)
+    back = load_model(tmp_path / "tuned.pt")
+    rec = back.recommended_decoding
+    assert (rec.beam, rec.ctc_weight, rec.lm_weight, rec.length_bonus, rec.length_norm) == (5, 0.4, 0.2, 0.5, "none")
+    assert back.language_model(rec) is not None  # the model's own LM, no file needed
+    assert load_model().recommended_decoding.lm_weight == 0.0 or load_model().language_model(
+        load_model().recommended_decoding) is not None
