@@ -18,6 +18,7 @@ import torch
 import asr_s2s.train as train_mod
 from asr_s2s.checkpoint import load_checkpoint
 from asr_s2s.config import TrainConfig, load_config
+from asr_s2s.recipes import _cut_short
 from asr_s2s.train import lr_factor, planned_steps, train
 from test_train import TINY, small_manifest
 
@@ -115,6 +116,7 @@ def test_a_cap_that_fires_cuts_the_run_short_and_says_so(runs: dict) -> None:
     assert events(out, "end")[-1]["cut_short"] is True
     assert load_checkpoint(out / "model.pt")["meta"]["cut_short"] is True
     assert load_checkpoint(runs["fast"] / "model.pt")["meta"]["cut_short"] is False
+    assert _cut_short(out / "model.pt") and not _cut_short(runs["fast"] / "model.pt")  # what a recipe's results carry
     # The cap stops the run; it does not squeeze the schedule into the minutes it allows.
     fast = lr_log(runs["fast"])
     assert lr_log(out) == {s: fast[s] for s in range(1, 8)}
