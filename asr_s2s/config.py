@@ -66,8 +66,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 30
-    max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None  # wall-clock training budget
+    max_steps: Optional[int] = None  # updates; the run (and its learning-rate schedule) ends at min(this, epochs)
+    max_minutes: Optional[float] = None  # opt-in safety cap: stops early, marked cut_short; never shapes the schedule
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 (GPU, or a CPU with native bf16: AVX512-BF16 / AMX) | fp16 (GPU only)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,19 +26,21 @@ class Recipe:
     corpus: str  # one corpus, or several joined with "+" (their manifests are concatenated)
     config: str  # file name in recipe_configs/
     prepare: dict = field(default_factory=dict)
-    quick: list[str] = field(default_factory=list)  # --set overrides for --quick
+    # --set overrides for --quick: a count of updates (epochs or max_steps) small enough for a minute, never a
+    # time budget, so that the smoke run does the same work on every machine.
+    quick: list[str] = field(default_factory=list)
     text: bool = False  # translation recipe (TSV pairs, BLEU/chrF)
     description: str = ""
 
 
 RECIPES: dict[str, Recipe] = {
     "fsdd": Recipe("fsdd", "fsdd.yaml", {"split": "official"},
-                   quick=["epochs=2", "max_minutes=1", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
+                   quick=["epochs=2", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
                    description="Free Spoken Digit Dataset, official split (recordings 0-4 of each speaker are test)"),
     "fsdd_speaker": Recipe("fsdd", "fsdd.yaml", {"split": "speaker"},
-                           quick=["epochs=2", "max_minutes=1", "data.max_dev=40"],
+                           quick=["epochs=2", "data.max_dev=40"],
                            description="FSDD with held-out speakers"),
-    "an4": Recipe("an4", "an4.yaml", {}, quick=["epochs=1", "max_minutes=2", "data.max_dev=20"],
+    "an4": Recipe("an4", "an4.yaml", {}, quick=["epochs=1", "data.max_dev=20"],
                   description="CMU AN4 (alphanumeric census utterances), speaker-disjoint dev"),
     "an4_reference": Recipe("an4", "an4_reference.yaml", {}, quick=["epochs=1", "max_steps=5", "data.max_dev=10"],
                             description="AN4 with the reference model matched to the SpeechBrain peer"),
@@ -47,13 +50,13 @@ RECIPES: dict[str, Recipe] = {
                                description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
     "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
                           description="Common Voice from an extracted release"),
-    "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "max_minutes=1", "data.max_dev=40"],
+    "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
                       description="the bundled default recognizer: AN4 + FSDD (letters, digits, numbers, command words)"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
-                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50"],
+                              quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
     "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True,
-                              quick=["epochs=1", "max_minutes=1", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
+                              quick=["epochs=1", "max_steps=60", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
                               description="English -> French translation (Tatoeba)"),
 }
 
@@ -89,6 +92,10 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     cfg = load_config(CONFIG_DIR / r.config, sets + (r.quick if quick else []) + list(overrides))
     model_path = out / "model.pt"
     _train_stage(name, cfg, out, model_path)
+    cut_short = _cut_short(model_path)
+    if cut_short:
+        print(f"[{name}] WARNING: training was cut short by max_minutes before its planned updates: the results below "
+              f"are not the recipe's (they carry \"cut_short\": true)", file=sys.stderr, flush=True)
 
     # Stage 3: evaluate every split present (dev always; test when the corpus has it), and each
     # corpus's own splits when several were joined.
@@ -99,7 +106,7 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     for split, path in evals:
         if path.exists():
             res = evaluate_split(model_path, path, out / "reports" / split.replace("/", "_"), text=r.text, beam=beam)
-            results.append({"split": split, **res})
+            results.append({"split": split, **res, **({"cut_short": True} if cut_short else {})})
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
     if seed_experiment:
         seed_experiment_stage(name, cfg, out, splits, text=r.text)
@@ -138,6 +145,13 @@ def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
         return
     print(f"[{name}] training -> {out}", flush=True)
     train(cfg, out, resume=last.exists())
+
+
+def _cut_short(model_path: Path) -> bool:
+    """Whether the model's training run was stopped by the max_minutes cap (Trainer.mark_cut_short)."""
+    from .checkpoint import load_checkpoint
+
+    return bool(load_checkpoint(model_path).get("meta", {}).get("cut_short"))
 
 
 def _finished(last: Path) -> bool:

@@ -10,7 +10,11 @@ What it guarantees:
   ``--resume`` restores model, optimiser, step, position inside the epoch and every RNG, so a
   killed run continues exactly where the last checkpoint left it;
 - a non-finite loss or gradient skips the step (counted), never poisons the weights; unreadable
-  audio is skipped and counted; an unwritable or full output directory is refused before training.
+  audio is skipped and counted; an unwritable or full output directory is refused before training;
+- the length of a run and its learning-rate schedule are counted in updates (``max_steps``, else
+  ``epochs`` x batches per epoch, both fixed by the config and the data), so a slow or busy machine
+  reaches the same result, later. ``max_minutes`` is only a safety cap: a run it stops is marked
+  ``cut_short`` (in metrics.jsonl, in model.pt's meta, on stderr) and is not the config's result.
 
 EXPDIR holds ``model.pt`` (best or averaged), ``checkpoints/``, ``metrics.jsonl``,
 ``learning_curve.png`` and ``config.yaml``.
@@ -18,6 +22,7 @@ EXPDIR holds ``model.pt`` (best or averaged), ``checkpoints/``, ``metrics.jsonl`
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -27,7 +32,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -79,16 +84,31 @@ def seed_everything(seed: int) -> None:
 
 
 # ---- learning-rate schedule ----------------------------------------------------------------
-def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Multiplier of ``optim.lr`` after ``step`` steps, ``progress`` in [0, 1] of the whole run."""
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Multiplier of ``optim.lr`` for the update after ``step`` updates of a run planned at ``total_steps``.
+
+    A function of update counts only (never of elapsed time), so every machine follows the same schedule."""
     o = cfg.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
     if o.schedule == "noam":
         return min(warm, math.sqrt(max(1, o.warmup_steps) / max(step + 1, 1)))
     if o.schedule == "constant":
         return warm
-    cos = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, step / max(1, total_steps))
+    cos = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return warm * cos
+
+
+def planned_steps(cfg: TrainConfig, epoch_batch_counts: Iterable[int]) -> int:
+    """Updates a run takes unless something cuts it short: ``max_steps``, or the batches of ``cfg.epochs`` epochs
+    if those run out first. ``epoch_batch_counts`` yields each epoch's batch count in order (only as many
+    epochs are read as are needed)."""
+    total = 0
+    for _, n in zip(range(cfg.epochs), epoch_batch_counts):
+        total += n
+        if cfg.max_steps and total >= cfg.max_steps:
+            return cfg.max_steps
+    return max(1, total)
 
 
 def preflight(out: Path, num_params: int) -> None:
@@ -179,7 +199,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_epoch": -1,
                                       "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0, "skipped_utterances": 0,
-                                      "train_seconds": 0.0, "audio_seconds": 0.0, "done": False}
+                                      "train_seconds": 0.0, "audio_seconds": 0.0, "done": False, "cut_short": False}
         if self.resume and last.exists():
             self._load_state(last)
         # What the manifest reader dropped (per cause), recomputed on every start: part of the run's report.
@@ -228,21 +248,37 @@ class Trainer:
         f = min(1.0, self.state["step"] / c.teacher_forcing_steps)
         return c.teacher_forcing + (c.teacher_forcing_final - c.teacher_forcing) * f
 
-    def progress(self) -> float:
-        c, s = self.cfg, self.state
-        fr = [s["step"] / max(1, self.total_steps)]
-        if c.max_minutes:
-            fr.append(s["train_seconds"] / (60 * c.max_minutes))
-        return max(fr)
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Updates epoch ``epoch`` takes on this rank (epoch_batches' count, without its bookkeeping)."""
+        batches = self.data.batches(epoch)
+        return len(batches) if self.world == 1 else sum(1 for b in batches if len(b) >= self.world)
 
     def out_of_budget(self) -> bool:
+        """Stop after this update? At ``max_steps``, or when the opt-in ``max_minutes`` safety cap runs out."""
         c, s = self.cfg, self.state
-        over = bool((c.max_steps and s["step"] >= c.max_steps) or (c.max_minutes and s["train_seconds"] >= 60 * c.max_minutes))
-        if self.world > 1:  # every rank must stop at the same step
+        if c.max_steps and s["step"] >= c.max_steps:
+            return True  # the same step on every rank
+        if not c.max_minutes:
+            return False
+        over = s["train_seconds"] >= 60 * c.max_minutes
+        if self.world > 1:  # clocks differ between ranks: rank 0's decides, so that every rank stops at the same step
             flag = torch.tensor([float(over)])
             dist.broadcast(flag, 0)
             over = bool(flag.item())
+        if over:
+            self.mark_cut_short()
         return over
+
+    def mark_cut_short(self) -> None:
+        """The time cap stopped the run before its planned updates: say so wherever its result is read."""
+        c, s = self.cfg, self.state
+        s["cut_short"] = True
+        self._log({"event": "cut_short", "reason": "max_minutes", "max_minutes": c.max_minutes, "step": s["step"],
+                   "planned_steps": self.total_steps, "train_seconds": s["train_seconds"]})
+        if self.is_main:
+            print(f"WARNING: the max_minutes={c.max_minutes} cap stopped training at update {s['step']} of "
+                  f"{self.total_steps} planned; the learning-rate schedule did not finish, so this run's model is not "
+                  f"the config's result (set max_minutes=null for that)", file=sys.stderr, flush=True)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's share of every global batch of the epoch (deterministic in seed and epoch)."""
@@ -257,17 +293,21 @@ class Trainer:
     def fit(self) -> Path:
         self.setup()
         cfg, s = self.cfg, self.state
-        per_epoch = len(self.data.batches(0))
-        self.total_steps = cfg.max_steps or max(1, per_epoch * cfg.epochs)
+        per_epoch = self.steps_in_epoch(0)
+        # Fixed by the config and the data alone (the sampler's batches are a function of the seed and the epoch),
+        # so the schedule and the stopping point are the same on any machine and after --resume.
+        self.total_steps = planned_steps(cfg, (self.steps_in_epoch(e) for e in itertools.count()))
         if self.is_main and not self.quiet:
+            cap = f" (safety cap: {cfg.max_minutes} min)" if cfg.max_minutes else ""
             print(f"training {self.num_params / 1e6:.2f} M parameters on {self.device} x{self.world}; "
-                  f"{len(self.data.train_set)} train utterances, {per_epoch} batches/epoch -> {self.out}", flush=True)
+                  f"{len(self.data.train_set)} train utterances, {per_epoch} batches/epoch, "
+                  f"{self.total_steps} updates planned{cap} -> {self.out}", flush=True)
         while s["epoch"] < cfg.epochs and not s["done"]:
             self.train_epoch(s["epoch"])
             if s["done"] and not s["batch_in_epoch"]:
                 break  # nothing trained since the last epoch end
-            # An epoch cut short by the budget (minutes or steps) ran at the lowest learning rate and is
-            # often the best: it gets a dev check and a snapshot like a whole one (done stays set).
+            # An epoch ended by max_steps ran at the lowest learning rate and is often the best; one ended by
+            # the time cap is what that run has. Either gets a dev check and a snapshot like a whole one (done stays set).
             self.end_epoch()
         s["done"] = True
         self._save_state()
@@ -337,7 +377,7 @@ class Trainer:
     def train_step(self, model, batch: dict) -> Optional[float]:
         cfg, s = self.cfg, self.state
         src, src_lens, tgt, tgt_lens = (batch[k].to(self.device, non_blocking=True) for k in ("src", "src_lens", "tgt", "tgt_lens"))
-        factor = lr_factor(cfg, s["step"], self.progress())
+        factor = lr_factor(cfg, s["step"], self.total_steps)
         for g in self.opt.param_groups:
             g["lr"] = cfg.optim.lr * factor
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
@@ -416,8 +456,8 @@ class Trainer:
 
     def _meta(self, res: dict | None = None) -> dict:
         s = self.state
-        return {"step": s["step"], "epoch": s["epoch"], "train_seconds": round(s["train_seconds"], 1),
-                "dev": {k: v for k, v in (res or {}).items() if isinstance(v, (int, float))},
+        return {"step": s["step"], "epoch": s["epoch"], "planned_steps": self.total_steps, "cut_short": s["cut_short"],
+                "train_seconds": round(s["train_seconds"], 1), "dev": {k: v for k, v in (res or {}).items() if isinstance(v, (int, float))},
                 "num_parameters": self.num_params, "max_duration": self.data.max_duration}
 
     def _snapshot(self, epoch: int) -> None:
@@ -453,6 +493,13 @@ class Trainer:
                         self.model.save(final, meta={**self._meta(res), "averaged": len(snaps)})
         if not final.exists():  # no dev set, or no epoch finished: the current weights
             self.model.save(final, meta=self._meta())
+        s = self.state
+        if s["cut_short"]:  # model.pt may come from an epoch before the cut: its meta must still tell
+            payload = load_checkpoint(final)
+            payload["meta"]["cut_short"] = True
+            save_checkpoint(final, payload)
+        self._log({"event": "end", "step": s["step"], "planned_steps": self.total_steps, "epoch": s["epoch"],
+                   "train_seconds": s["train_seconds"], "best": s["best"], "cut_short": s["cut_short"]})
         self.plot_curve()
         if self.world > 1:
             dist.barrier()
@@ -499,4 +546,4 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
 
 
-__all__ = ["train", "Trainer", "TrainingError", "lr_factor"]
+__all__ = ["train", "Trainer", "TrainingError", "lr_factor", "planned_steps"]

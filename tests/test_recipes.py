@@ -29,7 +29,7 @@ def json_lines(stdout: str) -> list[dict]:
 
 def test_fsdd_quick(tmp_path: Path, fsdd_dir: Path) -> None:
     out = tmp_path / "fsdd"
-    r = recipe("fsdd", out, "--set", "max_minutes=0.3")
+    r = recipe("fsdd", out, "--set", "max_steps=30")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "model.pt").exists()
     for split in ("train", "dev", "test"):
@@ -41,7 +41,7 @@ def test_fsdd_quick(tmp_path: Path, fsdd_dir: Path) -> None:
             assert key in x
     assert lines[1]["num_utterances"] == 300  # the official test split: recordings 0-4 of every speaker
     # Re-running skips preparation and training and prints the same numbers.
-    again = recipe("fsdd", out, "--set", "max_minutes=0.3")
+    again = recipe("fsdd", out, "--set", "max_steps=30")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skipping preparation" in again.stdout and "skipping training" in again.stdout
     assert json_lines(again.stdout) == [{**x, "rtf": y["rtf"], "wall_seconds": y["wall_seconds"]}
@@ -52,7 +52,7 @@ def test_translation_quick(tmp_path: Path) -> None:
     if not (data_root() / "tatoeba_kor_eng" / "kor.txt").exists():
         pytest.skip("tatoeba_kor_eng not found (set ASR_S2S_DATA)")
     out = tmp_path / "koen"
-    r = recipe("tatoeba_kor_eng", out, "--set", "max_minutes=0.2")
+    r = recipe("tatoeba_kor_eng", out, "--set", "max_steps=20")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = json_lines(r.stdout)
     assert [x["split"] for x in lines] == ["dev", "test"]
