@@ -281,8 +281,9 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
 
 
 # ---- decoding -----------------------------------------------------------------------------------------
-def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str, int, int, str]]) -> dict[str, Any]:
-    """Decoding real-time factors on `eval_manifest` for each case (name, beam, batch size, precision).
+def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple]) -> dict[str, Any]:
+    """Decoding real-time factors on `eval_manifest` for each case (name, beam, batch size, precision[, dict of
+    further DecodeOptions fields: the CTC, LM and length-bonus cases]).
 
     The timed passes run in `repeats` rounds, each round one pass of every case (after one untimed pass of
     each), so that every case's median spans the same minutes of a noisy machine instead of one case landing
@@ -301,7 +302,7 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
                            "rounds": repeats}
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
 
-    def run(beam: int, bs: int, capped: bool, precision: str) -> list[int]:
+    def run(beam: int, bs: int, capped: bool, precision: str, extra: dict | None = None) -> list[int]:
         """What transcribe_waves does (sort by length, batch, log-mel, CMVN, search, detokenize); with
         ``capped``, each utterance stops at its own reference length + eos: the decoding cost of a model
         that stops where a trained one does (a step costs the same whatever the weights; greedy search
@@ -311,30 +312,54 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple[str
             idx = order[i:i + bs]
             feats, lens = model.features_of([waves[j] for j in idx])
             opts = {"max_len": torch.tensor([ref_len[j] for j in idx])} if capped else {}
-            res = model.decode(feats, lens, beam=beam, precision=precision, **opts)
+            options = DecodeOptions(beam=beam, precision=precision, **(extra or {}))
+            res = model.decode(feats, lens, options=options, **opts)
             [model.tokenizer.decode(t) for t in res.tokens]
             emitted += res.lengths.tolist()
         return emitted
 
-    def timed(beam: int, bs: int, capped: bool, precision: str) -> tuple[float, list[int]]:
+    def timed(beam: int, bs: int, capped: bool, precision: str, extra: dict | None = None) -> tuple[float, list[int]]:
         t0 = time.perf_counter()
-        emitted = run(beam, bs, capped, precision)
+        emitted = run(beam, bs, capped, precision, extra)
         return time.perf_counter() - t0, emitted
 
-    for _, beam, bs, precision in cases:  # warm-up
-        run(beam, bs, True, precision)
-    capped_s: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    from .decoding import DecodeOptions
+
+    cases = [(c + (None,))[:5] for c in cases]
+    for _, beam, bs, precision, extra in cases:  # warm-up
+        run(beam, bs, True, precision, extra)
+    capped_s: dict[str, list[float]] = {c[0]: [] for c in cases}
     for _ in range(repeats):
-        for name, beam, bs, precision in cases:
-            capped_s[name].append(timed(beam, bs, True, precision)[0])
-    for name, beam, bs, precision in cases:
+        for name, beam, bs, precision, extra in cases:
+            capped_s[name].append(timed(beam, bs, True, precision, extra)[0])
+    for name, beam, bs, precision, extra in cases:
         # One timed pass as emitted: an undertrained model runs every utterance to the length cap, which says
         # little and takes long; the reference-length figure is the repeated one.
-        t, emitted = timed(beam, bs, False, precision)
-        out[name] = {"beam": beam, "batch_size": bs, "precision": precision, "rtf": _stats([t / audio]),
+        t, emitted = timed(beam, bs, False, precision, extra)
+        out[name] = {"beam": beam, "batch_size": bs, "precision": precision, **(extra or {}), "rtf": _stats([t / audio]),
                      "mean_hyp_tokens": statistics.mean(emitted),
                      "rtf_reference_length": _stats([t / audio for t in capped_s[name]]), "load1": load1()}
     return out
+
+
+def joint_cases(model) -> list[tuple]:
+    """Beam 10 with the CTC prefix score and an LSTM LM at batch 16 (issue: RTF <= 0.02), and beam 10 alone for
+    the ratio, where the decoding model has a CTC head. Without an LM of its own, the model gets an untrained one
+    of `asr-s2s train-lm`'s default size: a step costs the same whatever the weights."""
+    if getattr(model.seq2seq, "ctc", None) is None:
+        return []
+    if getattr(model, "_lm_payload", None) is None:
+        from dataclasses import asdict
+
+        from .lm import LM_FORMAT, LMConfig, LSTMLM
+
+        lm = LSTMLM(LMConfig(vocab_size=model.tokenizer.vocab_size))
+        model.attach_lm({"format": LM_FORMAT, "config": asdict(lm.cfg), "tokenizer": model.tokenizer.state_dict(),
+                         "model": lm.state_dict()})
+    joint = {"ctc_weight": 0.5, "lm_weight": 0.3, "length_norm": "none", "length_bonus": 0.5}
+    return [("beam10_bs16", 10, 16, "fp32"), ("beam10_ctc_lm_bs16", 10, 16, "fp32", joint),
+            ("beam10_ctc_bs16", 10, 16, "fp32", {"ctc_weight": 0.5, "length_norm": "none"}),
+            ("ctc_greedy_bs16", 1, 16, "fp32", {"ctc_weight": 1.0})]
 
 
 # ---- features ---------------------------------------------------------------------------------------
@@ -413,6 +438,7 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
                       ("beam4_bs1_bf16", 4, 1, "bf16")]
             if native_bf16():  # int8 is bf16 plus int8 weights: elsewhere it would time "auto" under its name
                 cases.append(("greedy_bs1_int8", 1, 1, "int8"))
+        cases += joint_cases(model)
         with torch.no_grad():
             res["decode"] = decode_bench(model, eval_m, repeats, cases)
         res["ru_maxrss_mb_end"] = max_rss_mb()

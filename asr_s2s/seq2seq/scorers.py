@@ -110,9 +110,9 @@ class CTCPrefixScorer:
             r_new[0, 0] = x_c[0]
         start = max(length, 1)  # a prefix of `length` labels cannot end before frame length - 1
         rn, rb = r_new[:, 0], r_new[:, 1]
-        for t in range(start, t_max):
-            rn[t] = torch.logaddexp(rn[t - 1], phi[t - 1]) + x_c[t]
-            rb[t] = torch.logaddexp(rn[t - 1], rb[t - 1]) + x_b[t]
+        for t in range(start, t_max):  # the one sequential loop: four kernels a frame, written in place
+            torch.logaddexp(rn[t - 1], phi[t - 1], out=rn[t]).add_(x_c[t])
+            torch.logaddexp(rn[t - 1], rb[t - 1], out=rb[t]).add_(x_b[t])
         terms = [rn[start - 1][None]]
         if start < t_max:
             terms.append(phi[start - 1:t_max - 1] + x_c[start:])
