@@ -80,7 +80,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     from .recipes import run_recipe
 
     run_recipe(args.name, args.data_dir, args.out, quick=args.quick, overrides=args.set, beam=args.beam,
-               seed_experiment=args.seed_experiment)
+               seed_experiment=args.seed_experiment, lm_text=args.lm_text)
     return 0
 
 
@@ -358,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="experiment directory (default: exp/NAME)")
     p.add_argument("--quick", action="store_true", help="a minute-long smoke run of the same stages")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
-    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--beam", type=_positive_int,
+                   help="evaluate with this beam (default: the tuned decoding for models with a CTC head, else 1)")
+    p.add_argument("--lm-text", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="more text for the recipe's language model (one sentence per line), beside the transcripts")
     p.add_argument("--seed-experiment", action="store_true",
                    help="also train the pure context-vector model (attention: none) and plot both by input length")
     p.set_defaults(func=_cmd_recipe)

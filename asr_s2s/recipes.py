@@ -16,7 +16,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
 
@@ -67,7 +67,8 @@ def default_data_dir() -> Path:
 
 
 def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] = None, quick: bool = False,
-               overrides: list[str] = (), beam: int = 1, seed_experiment: bool = False) -> list[dict]:
+               overrides: list[str] = (), beam: int | None = None, seed_experiment: bool = False,
+               lm_text: Sequence[Path] = ()) -> list[dict]:
     """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
     from .config import load_config
 
@@ -97,7 +98,15 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
         print(f"[{name}] WARNING: training was cut short by max_minutes before its planned updates: the results below "
               f"are not the recipe's (they carry \"cut_short\": true)", file=sys.stderr, flush=True)
 
-    # Stage 3: evaluate every split present (dev always; test when the corpus has it), and each
+    # Stages 3-4 (speech models with a CTC head): a language model on the training transcripts (plus any
+    # --lm-text), then the decoding tuned on dev and recorded in model.pt.
+    options = None
+    if not r.text and not cut_short:
+        options = decoding_stages(name, out, model_path, splits, quick=quick, lm_text=lm_text)
+    if options is not None and beam is not None:
+        options = options.replace(beam=beam)
+
+    # Stage 5: evaluate every split present (dev always; test when the corpus has it), and each
     # corpus's own splits when several were joined.
     results = []
     evals = [(split, splits[split]) for split in ("dev", "test")]
@@ -105,7 +114,10 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
         evals += [(f"{c}/{split}", man_dir / c / f"{split}{ext}") for c in r.corpus.split("+") for split in ("dev", "test")]
     for split, path in evals:
         if path.exists():
-            res = evaluate_split(model_path, path, out / "reports" / split.replace("/", "_"), text=r.text, beam=beam)
+            res = evaluate_split(model_path, path, out / "reports" / split.replace("/", "_"), text=r.text,
+                                 beam=beam or 1, options=options)
+            if options is not None:
+                res["decoding"] = {k: v for k, v in options.to_dict().items() if k not in ("vocabulary", "lm")}
             results.append({"split": split, **res, **({"cut_short": True} if cut_short else {})})
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
     if seed_experiment:
@@ -114,6 +126,52 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
     for x in results:
         print(json.dumps(x), flush=True)
     return results
+
+
+# The recipes' language model: small, since their transcripts are few (AN4: 857 lines) and a larger LM overfits
+# them (dev perplexity of the default recipe's text rose after ~500 updates with 2 x 256 units).
+RECIPE_LM = {"embed_dim": 64, "hidden": 128, "layers": 1, "dropout": 0.3}
+RECIPE_LM_STEPS = 1000
+
+
+def decoding_stages(name: str, out: Path, model_path: Path, splits: dict, quick: bool = False,
+                    lm_text: Sequence[Path] = ()):
+    """Train the LM (out/lm/lm.pt) and tune the decoding on dev (out/tuning.md) for a model with a CTC head; the
+    tuned model.pt carries both. Each stage is skipped when its output exists. -> the DecodeOptions to evaluate
+    with (None: greedy, for models without a CTC head)."""
+    from .checkpoint import load_checkpoint
+    from .lm import LMConfig, LMTrainConfig, read_text_lines, train_lm
+    from .manifest import read_manifest
+    from .model import load_model
+    from .tune import tune_decoding
+
+    model = load_model(model_path)
+    if getattr(model.seq2seq, "ctc", None) is None:
+        return None
+    if load_checkpoint(model_path).get("decoding"):
+        print(f"[{name}] {model_path} carries its tuned decoding: skipping the LM and tuning", flush=True)
+        return model.recommended_decoding
+    lm_dir = out / "lm"
+    if not (lm_dir / "lm.pt").exists():
+        print(f"[{name}] training the language model -> {lm_dir}", flush=True)
+        texts = read_text_lines([splits["train"], *lm_text])
+        steps = 50 if quick else RECIPE_LM_STEPS
+        train_lm(texts, model.tokenizer, lm_dir, LMConfig(**RECIPE_LM), LMTrainConfig(steps=steps, eval_every=steps // 2),
+                 resume=(lm_dir / "lm_state.pt").exists(), log=lambda line: print(f"[{name}] lm: {line}", flush=True))
+    entries, _ = read_manifest(splits["dev"], on_error="skip")
+    entries = [e.to_dict() for e in entries]
+    print(f"[{name}] tuning the decoding on dev ({len(entries)} utterances)", flush=True)
+    res = tune_decoding(model, entries, lm=str(lm_dir / "lm.pt"), log=lambda line: print(f"[{name}] {line}", flush=True))
+    (out / "tuning.md").write_text(f"# Decoding tuned on {splits['dev']}\n\n{res.table()}\nbest: "
+                                   f"{json.dumps(res.best.to_dict())}\n", encoding="utf-8")
+    best = res.best
+    if best.lm_weight > 0:
+        model.attach_lm(load_checkpoint(lm_dir / "lm.pt"))
+    best = type(best).from_dict({**best.to_dict(), "lm": None})
+    model.set_recommended_decoding(best)
+    model.save(model_path, meta=model.meta)
+    print(f"[{name}] recommended decoding (dev WER {100 * res.wer:.2f}%): {json.dumps(best.to_dict())}", flush=True)
+    return best
 
 
 def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str) -> None:
