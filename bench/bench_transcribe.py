@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from small_model import long_recording  # noqa: E402
 
 from asr_s2s import load_model  # noqa: E402
+from asr_s2s.decoding import DecodeOptions  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -47,7 +48,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--beam", type=int, default=None, help="default: the model's recommended decoding's")
+    ap.add_argument("--decoding", choices=("recommended", "plain"), default="recommended",
+                    help="the model's recommended decoding (default) or plain greedy attention decoding")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="as `asr-s2s transcribe`")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -56,23 +59,24 @@ def main() -> None:
     n = int(args.minutes * 60 / 1.12)  # ~0.37 s of trimmed speech + 0.75 s of gap per utterance
     wave, truth, clips, words = long_recording(root, n, seed=7)
     model = load_model(args.model)
+    options = model.recommended_decoding if args.decoding == "recommended" else DecodeOptions()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "long.wav"
         sf.write(str(path), wave, 8000)
         dur = wave.size / 8000
-        model.transcribe(clips[:8], sample_rate=8000, precision=args.precision)  # warm-up
+        model.transcribe(clips[:8], sample_rate=8000, precision=args.precision, options=options)  # warm-up
         rss0 = peak_rss_mb()
         t0 = time.perf_counter()
-        res = model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision)
+        res = model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision, options=options)
         wall = time.perf_counter() - t0
         rss1 = peak_rss_mb()
         tracemalloc.start()  # numpy + Python allocations (torch's own tensors are not traced)
-        model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision)
+        model.transcribe(path, batch_size=args.batch_size, beam=args.beam, precision=args.precision, options=options)
         traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         t0 = time.perf_counter()
         alone = model.transcribe(clips, sample_rate=8000, batch_size=args.batch_size, beam=args.beam, long_form=False,
-                                 precision=args.precision)
+                                 precision=args.precision, options=options)
         clip_wall = time.perf_counter() - t0
     speech = sum(c.size for c in clips) / 8000
     ref = " ".join(words)
@@ -80,7 +84,7 @@ def main() -> None:
            "utterances": len(truth), "peak_rss_growth_mb": round(rss1 - rss0, 1), "traced_peak_mb": round(traced_peak, 1), "waveform_mb": round(wave.nbytes / 2**20, 1),
            "clips_wall_s": round(clip_wall, 2), "clips_rtf_on_speech": round(clip_wall / speech, 4),
            "wer": round(jiwer.wer(ref, res.text), 4), "clips_wer": round(jiwer.wer(ref, " ".join(t.text for t in alone)), 4),
-           "threads": args.threads, "batch_size": args.batch_size, "beam": args.beam,
+           "threads": args.threads, "batch_size": args.batch_size, "decoding": {k: v for k, v in options.replace(beam=args.beam).to_dict().items() if k != "vocabulary"},
            "precision": args.precision, "torch": torch.__version__}
     print(json.dumps(out))
     if args.json:
