@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .usage import (UsageError, input_file, key_value, model_file, one_line, output_dir, output_file, positive_int,
-                    split_key_values, unit_interval)
+from .usage import (UsageError, folder, input_file, key_value, model_file, one_line, output_dir, output_file,
+                    output_path, positive_int, split_key_values, unit_interval)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -225,14 +225,6 @@ class _Parser(argparse.ArgumentParser):
         raise ParseError(self, message)
 
 
-def _folder(text: str) -> Path:
-    """A folder that may not exist yet (a data root: read, or downloaded into), but is not a file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: not a folder")
-    return path
-
-
 def _device(text: str) -> str:
     import re
 
@@ -259,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="find or download a corpus and write its manifests")
     p.add_argument("corpus")
-    p.add_argument("--data-dir", type=_folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--data-dir", type=folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
     p.add_argument("--out", type=output_dir, required=True, help="folder for {train,dev,test} manifests")
     p.add_argument("--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="corpus option, e.g. split=speaker")
@@ -285,9 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_skip_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
+    from .recipes import RECIPES  # a plain table: importing it costs nothing
+
     p = sub.add_parser("recipe", help="prepare, train and evaluate on a corpus in one command")
-    p.add_argument("name")
-    p.add_argument("--data-dir", type=_folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("name", choices=sorted(RECIPES), metavar="NAME", help=f"one of: {', '.join(sorted(RECIPES))}")
+    p.add_argument("--data-dir", type=folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
     p.add_argument("--out", type=output_dir, help="experiment directory (default: exp/NAME)")
     p.add_argument("--quick", action="store_true", help="a minute-long smoke run of the same stages")
     p.add_argument("--set", action="extend", nargs="+", default=[], type=key_value, metavar="KEY=VALUE",
@@ -325,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=model_file)
     p.add_argument("--format", choices=("torchscript", "onnx", "fp16"), default="onnx",
                    help="fp16: the same model file with half-precision weights (half the size)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (encoder, decoder_step, model.json); a file for fp16")
+    p.add_argument("--out", type=output_path, required=True, help="output folder (encoder, decoder_step, model.json); a file for fp16")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("bench", help="training throughput, FLOP rate vs the measured matmul peak, decoding RTF, memory")
@@ -333,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=output_file, help="write every measurement here")
     p.add_argument("--repeats", type=positive_int, help="timed epochs / decoding passes (default 3; 2 with --quick)")
     p.add_argument("--corpus", default="an4", choices=["an4", "fsdd"])
-    p.add_argument("--data-dir", type=_folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
+    p.add_argument("--data-dir", type=folder, help="local-data root (default: $ASR_S2S_DATA, else ./data)")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
     p.add_argument("--model", type=model_file, help="decode with this model file instead of the benchmark's own weights")
     p.add_argument("--work-dir", type=output_dir, help="keep manifests, feature cache and run files here (default: a temp dir)")
@@ -352,8 +346,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .manifest import ManifestError
     from .train import TrainingError
 
+    # File-system refusals name their path ("[Errno 20] Not a directory: 'data/fsdd'"): the environment, not a bug.
     return (UsageError, AudioError, CheckpointError, DownloadError, UnsafeArchiveError, ManifestError, TrainingError,
-            FileNotFoundError)
+            FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
 def main(argv: list[str] | None = None) -> int:

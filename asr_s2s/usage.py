@@ -106,9 +106,15 @@ def split_key_values(items: list[str]) -> dict[str, str]:
 
 
 # ---- paths --------------------------------------------------------------------------------------------
+def _path(text: str) -> Path:
+    if "\x00" in text:  # the OS refuses it, with a ValueError from deep inside whatever opens it first
+        raise argparse.ArgumentTypeError(f"{text!r}: a path cannot contain a NUL character")
+    return Path(text)
+
+
 def input_file(text: str) -> Path:
     """An existing, readable regular file (a model, a config, a manifest)."""
-    path = Path(text)
+    path = _path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{path}: no such file")
     if path.is_dir():
@@ -138,9 +144,25 @@ def _creatable(path: Path) -> str | None:
     return None
 
 
+def folder(text: str) -> Path:
+    """A folder to read from that may not exist yet (a data root that downloads fill): not a file, and not
+    below one."""
+    path = _path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{path}: not a folder")
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: cannot be a folder ({parent} is a file)")
+    return path
+
+
 def output_dir(text: str) -> Path:
     """A folder that exists and is writable, or that can be created (checked before any work starts)."""
-    path = Path(text)
+    path = _path(text)
     if path.exists():
         if not path.is_dir():
             raise argparse.ArgumentTypeError(f"{path}: output directory is not writable (Not a directory: it is a file)")
@@ -155,7 +177,7 @@ def output_dir(text: str) -> Path:
 
 def output_file(text: str) -> Path:
     """A file that can be written: not a folder, in a folder that exists or can be created."""
-    path = Path(text)
+    path = _path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: output file is a folder")
     if path.exists() and not os.access(path, os.W_OK):
@@ -166,5 +188,15 @@ def output_file(text: str) -> Path:
     return path
 
 
+def output_path(text: str) -> Path:
+    """A file or a folder to be written (which one depends on another option): its folder must exist and be
+    writable, or be creatable. The command checks the rest with output_file or output_dir."""
+    path = _path(text)
+    why = _creatable(path)
+    if why:
+        raise argparse.ArgumentTypeError(f"{path}: cannot be written ({why})")
+    return path
+
+
 __all__ = ["UsageError", "one_line", "positive_int", "non_negative_int", "positive_float", "unit_interval", "int_range",
-           "key_value", "split_key_values", "input_file", "model_file", "output_dir", "output_file"]
+           "key_value", "split_key_values", "input_file", "model_file", "folder", "output_dir", "output_file", "output_path"]
