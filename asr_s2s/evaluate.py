@@ -161,8 +161,9 @@ def wer_by_length(utts: Sequence[dict], bins: int = 5, key: str = "duration") ->
     return out
 
 
-def write_report(result: EvalResult, out_dir: Path, worst: int = 10) -> None:
-    """Per-utterance TSV, jiwer alignments of the worst utterances, WER by length, attention PNGs."""
+def write_report(result: EvalResult, out_dir: Path, worst: int = 10, summary: Optional[dict] = None) -> None:
+    """Per-utterance TSV, jiwer alignments of the worst utterances, WER by length, attention PNGs.
+    ``summary`` (default: ``result.summary()``) is what summary.json reports, e.g. with the reader's skips."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "utterances.tsv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
@@ -177,7 +178,7 @@ def write_report(result: EvalResult, out_dir: Path, worst: int = 10) -> None:
             f.write(jiwer.visualize_alignment(jiwer.process_words(u["ref"], u["hyp"]), show_measures=False))
             f.write("\n")
     by_len = wer_by_length(result.utterances)
-    (out_dir / "summary.json").write_text(json.dumps({**result.summary(), "wer_by_length": by_len}, indent=2))
+    (out_dir / "summary.json").write_text(json.dumps({**(summary or result.summary()), "wer_by_length": by_len}, indent=2))
     plot_attention([u for u in result.utterances if u.get("attention") is not None], out_dir)
 
 

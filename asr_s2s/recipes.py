@@ -214,9 +214,10 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
         causes = ", ".join(f"{c}: {n}" for c, n in sorted(result.skipped_by_cause.items()))
         raise EvaluationError(f"{manifest}: no utterance could be scored: all {len(entries)} valid lines failed "
                               f"at decoding ({causes}; each is named above)")
+    summary = count_skips(result.summary(), report)
     if report_dir is not None:
-        write_report(result, report_dir)
-    return count_skips(result.summary(), report)
+        write_report(result, report_dir, summary=summary)
+    return summary
 
 
 def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -> Path:

@@ -342,3 +342,55 @@ def named_cases(ws: Workspace, data_root: Path) -> list[NamedCase]:
 
 def run_named_case(case: NamedCase, ws: Workspace) -> Result:
     return judge(case.name, f"cli {case.argv[0]}", case.argv, run_cli(case.argv), case.status, case.tokens, ws.outputs)
+
+
+# ------------------------------------------------------------------------------------------ folder lock
+def hold_lock(folder: str, conn) -> None:
+    """A second process: take ``folder``'s lock, send its PID, then wait (to be killed, or told to let go)."""
+    from asr_s2s import lock
+
+    lock.acquire(folder)
+    conn.send(os.getpid())
+    conn.recv()
+
+
+def start_holder(folder: Path):
+    """Start a process (spawn: nothing inherited) holding ``folder``; returns (process, pipe) once the lock is
+    taken. The caller keeps the pipe: when it is closed the holder's wait ends and it lets go."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=hold_lock, args=(str(folder), child), daemon=True)
+    proc.start()
+    if not parent.poll(120):  # a blocking wait on the pipe; start-up takes seconds
+        proc.kill()
+        raise RuntimeError("the lock-holding process did not start")
+    assert parent.recv() == proc.pid
+    return proc, parent
+
+
+def run_lock_cases(d: Path, config: Path, data_root: Path) -> list[Result]:
+    """A folder held by another process: `train`, `train --resume` and `recipe` on it refuse at once, naming
+    the folder and the holder's PID; once the holder is killed (SIGKILL) the folder can be taken again."""
+    from asr_s2s import lock
+
+    folder = d / "held_exp"
+    proc, _pipe = start_holder(folder)
+    results = []
+    try:
+        want = [f"{folder}: the experiment folder is in use by pid {proc.pid}"]
+        for argv in (["train", str(config), "--out", str(folder)], ["train", str(config), "--out", str(folder), "--resume"],
+                     ["recipe", "fsdd", "--quick", "--out", str(folder), "--data-dir", str(data_root)]):
+            name = "held folder: " + " ".join(a for a in argv[:2]) + (" --resume" if "--resume" in argv else "")
+            results.append(judge(name, f"cli {argv[0]}", argv, run_cli(argv), 2, want))
+    finally:
+        proc.kill()
+        proc.join()
+    try:
+        with lock.folder_lock(folder):
+            pass
+        results.append(Result("held folder: after kill -9", "lock", "ok", "ok", "the OS released the lock"))
+    except lock.FolderLockedError as exc:
+        results.append(Result("held folder: after kill -9", "lock", "ok", "crash", f"still locked: {exc}"))
+    return results

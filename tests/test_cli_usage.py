@@ -190,3 +190,24 @@ def test_help_and_version_exit_0() -> None:
         out = U.run_cli(argv)
         assert isinstance(out.escaped, SystemExit) and out.escaped.code == 0, argv
     assert cli.main([]) == 0
+
+
+def test_training_with_an_undecodable_dev_set_keeps_no_fake_best(tmp_path: Path, fsdd_files: list[Path]) -> None:
+    """Dev audio that all fails to load used to score WER 0.0 and be kept as the best epoch; now there is
+    no dev score at all (the final model is the last weights)."""
+    import bad_inputs as B
+    from asr_s2s.checkpoint import load_checkpoint
+    from asr_s2s.manifest import write_manifest
+    from asr_s2s.train import train
+
+    train_m = tmp_path / "train.jsonl"
+    write_manifest(train_m, B.fsdd_entries(fsdd_files[:6]))
+    broken = B.make_truncated(tmp_path)
+    dev_m = tmp_path / "dev.jsonl"
+    dev_m.write_text(json.dumps({"audio_filepath": str(broken), "duration": 1.0, "text": "one", "id": "b"}) + "\n")
+    cfg = B.training_config(train_m, epochs=1, max_steps=2)
+    cfg.data.dev = str(dev_m)
+    model = train(cfg, tmp_path / "exp", quiet=True)
+    state = load_checkpoint(tmp_path / "exp" / "checkpoints" / "last.pt")["state"]
+    events = [json.loads(x) for x in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
+    assert model.is_file() and state["best"] is None and not [e for e in events if e.get("event") == "epoch"]

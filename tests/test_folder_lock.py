@@ -11,7 +11,6 @@ Synchronisation is by pipes (the child's stdout line, a multiprocessing Pipe), n
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -31,44 +30,26 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP/SIGKILL")
 
 
-def _hold(folder: str, conn) -> None:
-    """Child process: take the folder's lock, say so, then wait to be killed (or told to let go)."""
-    lock.acquire(folder)
-    conn.send(os.getpid())
-    conn.recv()
-
-
-@pytest.fixture
-def holder(tmp_path: Path):
-    """A separate process holding tmp_path/exp; yields (folder, process)."""
+def test_a_held_folder_is_refused_and_freed_when_its_holder_dies(tmp_path: Path) -> None:
     folder = tmp_path / "exp"
-    ctx = mp.get_context("spawn")  # a fresh interpreter: nothing inherited from this one's locks
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_hold, args=(str(folder), child), daemon=True)
-    proc.start()
-    if not parent.poll(120):  # a blocking wait on the pipe (the child's start-up is seconds)
-        proc.kill()
-        pytest.fail("the lock-holding process did not start")
-    assert parent.recv() == proc.pid
-    yield folder, proc
-    proc.kill()
-    proc.join()
-
-
-def test_a_held_folder_is_refused_and_freed_when_its_holder_dies(holder, tmp_path: Path) -> None:
-    folder, proc = holder
-    with pytest.raises(lock.FolderLockedError, match=rf"{folder}: the experiment folder is in use by pid {proc.pid} "):
-        lock.acquire(folder)
-    config = tmp_path / "cfg.yaml"
-    config.write_text("epochs: 1\n")
-    out = U.run_cli(["train", str(config), "--out", str(folder), "--resume"])
-    r = U.judge("train on a held folder", "cli train", [], out, 2, [f"{folder}: the experiment folder is in use by pid {proc.pid}"])
-    assert r.passed, r.detail
-    proc.kill()  # SIGKILL: no clean-up runs in the holder; the OS closes its file and drops the lock
-    proc.join()
+    proc, _pipe = U.start_holder(folder)
+    try:
+        with pytest.raises(lock.FolderLockedError, match=rf"{folder}: the experiment folder is in use by pid {proc.pid} "):
+            lock.acquire(folder)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs in the holder; the OS closes its file and drops the lock
+        proc.join()
     with lock.folder_lock(folder):
         assert lock.is_held(folder)
     assert not lock.is_held(folder)
+
+
+def test_every_writing_verb_refuses_a_held_folder(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("epochs: 1\n")
+    results = U.run_lock_cases(tmp_path, config, data_root())
+    bad = [r for r in results if not r.passed]
+    assert len(results) == 4 and not bad, "\n".join(r.detail for r in bad)
 
 
 def test_the_lock_is_reentrant_in_one_process(tmp_path: Path) -> None:
