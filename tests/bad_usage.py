@@ -341,7 +341,8 @@ def named_cases(ws: Workspace, data_root: Path) -> list[NamedCase]:
 
 
 def run_named_case(case: NamedCase, ws: Workspace) -> Result:
-    return judge(case.name, f"cli {case.argv[0]}", case.argv, run_cli(case.argv), case.status, case.tokens, ws.outputs)
+    entry = f"cli {case.argv[0]}" if case.argv[0] in verbs() else "cli"
+    return judge(case.name, entry, case.argv, run_cli(case.argv), case.status, case.tokens, ws.outputs)
 
 
 # ------------------------------------------------------------------------------------------ folder lock
@@ -382,7 +383,7 @@ def run_lock_cases(d: Path, config: Path, data_root: Path) -> list[Result]:
         want = [f"{folder}: the experiment folder is in use by pid {proc.pid}"]
         for argv in (["train", str(config), "--out", str(folder)], ["train", str(config), "--out", str(folder), "--resume"],
                      ["recipe", "fsdd", "--quick", "--out", str(folder), "--data-dir", str(data_root)]):
-            name = "held folder: " + " ".join(a for a in argv[:2]) + (" --resume" if "--resume" in argv else "")
+            name = f"held folder: {argv[0]}" + (" --resume" if "--resume" in argv else "")
             results.append(judge(name, f"cli {argv[0]}", argv, run_cli(argv), 2, want))
     finally:
         proc.kill()
