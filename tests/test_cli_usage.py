@@ -105,7 +105,7 @@ def bad_value(kind: str, action, ws: U.Workspace) -> st.SearchStrategy[str]:
     raise AssertionError(kind)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.filter_too_much], database=None)
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"{t[0]}:{t[1].option_strings[0] if t[1].option_strings else t[1].dest}")
 @given(data=st.data())
