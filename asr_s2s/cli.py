@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .usage import (UsageError, folder, input_file, key_value, model_file, one_line, output_dir, output_file,
+from .usage import (UsageError, device, folder, input_file, key_value, model_file, one_line, output_dir, output_file,
                     output_path, positive_int, split_key_values, unit_interval)
 
 
@@ -225,14 +225,6 @@ class _Parser(argparse.ArgumentParser):
         raise ParseError(self, message)
 
 
-def _device(text: str) -> str:
-    import re
-
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda, cuda:N or mps")
-    return text
-
-
 def _add_skip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-skips", action="store_true",
                    help="exit 0 even when more than --max-skip-share of the lines were skipped (they are still reported)")
@@ -305,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="txt (stdout: PATH<TAB>TEXT lines for several inputs), json (stdout: one object per line), "
                         "tsv, srt, vtt")
     p.add_argument("--output-dir", type=output_dir, help="write <name>.<format> files here instead of stdout")
-    p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     p.add_argument("--beam", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",

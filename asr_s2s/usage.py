@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +90,13 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 
     check.__name__ = f"int_range({low}, {high})"
     return check
+
+
+def device(text: str) -> str:
+    """A torch device name: cpu, cuda, cuda:N or mps (whether it is present is the loader's question)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda, cuda:N or mps")
+    return text
 
 
 # ---- KEY=VALUE --------------------------------------------------------------------------------------
@@ -199,4 +207,5 @@ def output_path(text: str) -> Path:
 
 
 __all__ = ["UsageError", "one_line", "positive_int", "non_negative_int", "positive_float", "unit_interval", "int_range",
-           "key_value", "split_key_values", "input_file", "model_file", "folder", "output_dir", "output_file", "output_path"]
+           "device", "key_value", "split_key_values", "input_file", "model_file", "folder", "output_dir", "output_file",
+           "output_path"]

@@ -138,7 +138,7 @@ def kind_of(verb: str, action: argparse.Action) -> str | None:
              usage.positive_float: "positive_float", usage.key_value: "key_value", usage.input_file: "input_file",
              usage.model_file: "model_file", usage.output_dir: "output_dir", usage.output_file: "output_file",
              usage.output_path: "output_path",
-             usage.folder: "folder", cli._device: "device"}
+             usage.folder: "folder", usage.device: "device"}
     if action.type in kinds:
         return kinds[action.type]
     if action.choices is not None:
@@ -193,10 +193,12 @@ def fixed_bad_values(kind: str, action: argparse.Action, ws: Workspace) -> list[
     return [(v, status[v]) for v in vals]
 
 
-def command_line(base: dict[str, dict[str, list[str]]], verb: str, action: argparse.Action, value: str) -> list[str]:
+def command_line(base: dict[str, dict[str, list[str]]], verb: str, action: argparse.Action | None = None,
+                 value: str = "") -> list[str]:
     """The baseline of ``verb`` with ``action``'s argument replaced by ``value`` (added when it had none)."""
     args = dict(base[verb])
-    args[action.dest] = [action.option_strings[0], value] if action.option_strings else [value]
+    if action is not None:
+        args[action.dest] = [action.option_strings[0], value] if action.option_strings else [value]
     positionals = [a.dest for a in verbs()[verb]._actions if not a.option_strings]
     argv = [verb]
     for dest in positionals:

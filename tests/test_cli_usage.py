@@ -49,6 +49,35 @@ def test_every_value_option_has_a_checked_type() -> None:
     assert ("transcribe", "--beam") in {(v, a.option_strings[0]) for v, a, _ in TARGETS if a.option_strings}
 
 
+def test_baselines_parse(ws: U.Workspace, base: dict) -> None:
+    """The sweep's baseline command lines are valid, so that each case's only fault is the value it puts in."""
+    parser = cli.build_parser()
+    for verb in base:
+        assert parser.parse_args(U.command_line(base, verb)).command == verb
+
+
+def test_types_accept_what_they_should(tmp_path: Path) -> None:
+    from asr_s2s import usage
+
+    assert usage.positive_int("1") == 1 and usage.positive_int("+7") == 7 and usage.non_negative_int("0") == 0
+    assert usage.unit_interval("0") == 0.0 and usage.unit_interval("1") == 1.0 and usage.unit_interval("0.25") == 0.25
+    assert usage.positive_float("1e-3") == 1e-3 and usage.int_range(7, 21)("17") == 17
+    assert usage.key_value("optim.lr=3e-4") == "optim.lr=3e-4" and usage.key_value("data.dev=") == "data.dev="
+    assert usage.split_key_values(["a=1", " b =x=y"]) == {"a": "1", "b": "x=y"}
+    assert usage.device("cuda:1") == "cuda:1"
+    assert usage.output_dir(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not created
+    assert usage.output_dir(str(tmp_path)) == tmp_path
+    assert usage.output_file(str(tmp_path / "new" / "x.json")) == tmp_path / "new" / "x.json"
+    assert usage.output_path(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"
+    assert usage.folder(str(tmp_path / "data")) == tmp_path / "data"
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert usage.input_file(str(f)) == f and usage.model_file("default") == Path("default")
+    with pytest.raises(Exception, match="out of range"):
+        usage.int_range(7, 21)("6")
+
+
 def test_named_cases(ws: U.Workspace) -> None:
     results = [U.run_named_case(c, ws) for c in U.named_cases(ws, data_root())]
     bad = [r for r in results if not r.passed]
