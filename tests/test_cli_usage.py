@@ -81,7 +81,7 @@ def test_types_accept_what_they_should(tmp_path: Path) -> None:
 def test_named_cases(ws: U.Workspace) -> None:
     results = [U.run_named_case(c, ws) for c in U.named_cases(ws, data_root())]
     bad = [r for r in results if not r.passed]
-    assert len(results) >= 27 and not bad, "\n\n".join(_explain(r) for r in bad)
+    assert len(results) >= 33 and not bad, "\n\n".join(_explain(r) for r in bad)
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: f"{t[0]}:{t[1].option_strings[0] if t[1].option_strings else t[1].dest}")
