@@ -18,6 +18,7 @@ import contextlib
 import os
 import pickle
 import pickletools
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -85,7 +86,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"and plain containers are accepted (weights_only=True). Is it from an untrusted source?") from e
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (unreadable pickle: "
                               f"{_last_line(e.__context__ or e)})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    # A file that is not a checkpoint at all (text, audio) reaches the legacy unpickler, which fails in many
+    # ways: "pop from empty list" (IndexError) for a text file, struct.error, TypeError...
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
+            AttributeError, struct.error) as e:
         why = str(e).strip() or "the file is empty or cut short"
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {why})") from e
     if not isinstance(payload, dict):

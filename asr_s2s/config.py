@@ -8,6 +8,8 @@ lists and null work).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -158,8 +160,76 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+# Value rules checked by load_config, so that `--set epochs=-1` or `eval_beam: 0` is refused before any work,
+# naming the key, instead of failing (or silently misbehaving) minutes into a run. (kind, bound): "int" >= bound,
+# "int?" None or >= bound, "float>" > bound, "float>=" >= bound, "float?>" None or > bound, "unit" in [0, 1],
+# "unit)" in [0, 1), "(unit" in (0, 1], a tuple: one of its values.
+_RULES: dict[str, tuple[str, Any]] = {
+    **{k: ("int", 1) for k in (
+        "epochs", "eval_beam", "log_every", "data.max_frames", "data.vocab_size", "data.src_vocab_size",
+        "data.cmvn_utterances", "features.sample_rate", "features.n_mels", "model.encoder.input_dim",
+        "model.encoder.hidden", "model.encoder.layers", "model.encoder.conv_channels", "model.decoder.embed_dim",
+        "model.decoder.hidden", "model.decoder.layers", "model.decoder.attention_dim", "model.decoder.location_channels",
+        "model.decoder.location_kernel")},
+    **{k: ("int", 0) for k in (
+        "checkpoint_every", "keep_epochs", "average_last", "early_stop_patience", "teacher_forcing_steps", "seed",
+        "data.num_workers", "data.freq_masks", "data.freq_width", "data.time_masks", "optim.warmup_steps")},
+    **{k: ("int?", 1) for k in ("max_steps", "threads", "data.max_dev")},
+    **{k: ("float>", 0.0) for k in ("optim.lr", "optim.eps", "data.max_duration", "features.win_ms", "features.hop_ms")},
+    **{k: ("float>=", 0.0) for k in ("optim.weight_decay", "optim.grad_clip", "data.min_duration")},
+    "max_minutes": ("float?>", 0.0),
+    **{k: ("unit", None) for k in ("teacher_forcing", "teacher_forcing_final", "data.time_width", "optim.min_lr_ratio")},
+    **{k: ("unit)", None) for k in ("model.encoder.dropout", "model.decoder.dropout", "model.label_smoothing")},
+    "data.character_coverage": ("(unit", None),
+    "data.task": (("asr", "translation"), None),
+    "data.tokenizer": (("char", "bpe", "unigram"), None),
+    "data.src_tokenizer": (("char", "bpe", "unigram"), None),
+    "data.cmvn": (("global", "utterance", "none"), None),
+    "optim.optimizer": (("adam", "adamw"), None),
+    "optim.schedule": (("cosine", "noam", "constant"), None),
+    "amp": (("none", "bf16", "fp16"), None),
+}
+
+
+def check_values(cfg: TrainConfig) -> TrainConfig:
+    """Refuse out-of-range or ill-typed values (``_RULES``) with a ValueError naming the key and the range."""
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[prefix + k] = v
+
+    walk(cfg.to_dict(), "")
+    for key, (kind, bound) in _RULES.items():
+        v = flat.get(key)
+        if isinstance(kind, tuple):
+            ok, want = v in kind, "one of " + ", ".join(kind)
+        elif kind.startswith("int"):
+            ok = (v is None and kind == "int?") or (isinstance(v, int) and not isinstance(v, bool) and v >= bound)
+            want = f"an integer >= {bound}" + (" or null" if kind == "int?" else "")
+        else:
+            num = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            low, high, low_open, high_open, want = {
+                "float>": (bound, math.inf, True, False, f"a number > {bound}"),
+                "float?>": (bound, math.inf, True, False, f"a number > {bound} or null"),
+                "float>=": (bound, math.inf, False, False, f"a number >= {bound}"),
+                "unit": (0, 1, False, False, "a number in [0, 1]"),
+                "unit)": (0, 1, False, True, "a number in [0, 1)"),
+                "(unit": (0, 1, True, False, "a number in (0, 1]")}[kind]
+            ok = (v is None and kind == "float?>") or (num and (v > low if low_open else v >= low)
+                                                        and (v < high if high_open else v <= high))
+        if not ok:
+            raise ValueError(f"config {key} must be {want}, got {v!r}")
+    if cfg.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(cfg.device)):
+        raise ValueError(f"config device: {cfg.device!r} must be auto, cpu, cuda, cuda:N or mps")
+    return cfg
+
+
 def load_config(path: Optional[Path], overrides: list[str] = ()) -> TrainConfig:
-    """YAML file (or defaults when ``path`` is None) + overrides -> validated TrainConfig."""
+    """YAML file (or defaults when ``path`` is None) + overrides -> validated TrainConfig (see check_values)."""
     d: dict[str, Any] = {}
     if path is not None:
         try:
@@ -173,7 +243,7 @@ def load_config(path: Optional[Path], overrides: list[str] = ()) -> TrainConfig:
             raise ValueError(f"{path}: a config must be a mapping")
     base = TrainConfig().to_dict()
     merged = _merge(base, d)
-    return TrainConfig.from_dict(apply_overrides(merged, list(overrides)))
+    return check_values(TrainConfig.from_dict(apply_overrides(merged, list(overrides))))
 
 
 def _first_line(e: Exception) -> str:

@@ -8,32 +8,46 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jiwer
 import torch
 
 from .audio import AudioError, load_audio
 from .decoding import DecodeOptions
+from .usage import UsageError
+
+UNREADABLE_AUDIO = "unreadable_audio"  # the manifest's cause code for audio that fails to load
+EMPTY_REFERENCE = "empty_reference"  # a reference that the model's text normalization leaves empty
+
+
+class EvaluationError(UsageError):
+    """Nothing to score: the file has no valid utterance (or sentence pair). The message names the file and why."""
 
 
 @dataclass
 class EvalResult:
-    wer: float
-    cer: float
+    """Scores of what was measured. ``wer``/``cer`` are None over zero reference words (characters) and
+    ``rtf`` over zero seconds of audio: never a number computed over nothing."""
+
+    wer: Optional[float]
+    cer: Optional[float]
     num_utterances: int
     substitutions: int
     deletions: int
     insertions: int
     hits: int
     reference_words: int
-    rtf: float
+    rtf: Optional[float]
     audio_seconds: float
     wall_seconds: float
     skipped: int = 0
+    skipped_by_cause: dict[str, int] = field(default_factory=dict)
     utterances: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -44,7 +58,11 @@ class EvalResult:
 
 
 def score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
-    """Corpus-level WER/CER and error counts exactly as jiwer computes them."""
+    """Corpus-level WER/CER and error counts exactly as jiwer computes them; WER and CER are None when there
+    is no reference word (jiwer refuses empty references, and a rate over nothing is not a score)."""
+    if not any(r.strip() for r in refs):
+        return {"wer": None, "cer": None, "substitutions": 0, "deletions": 0, "insertions": 0, "hits": 0,
+                "reference_words": 0}
     words = jiwer.process_words(list(refs), list(hyps))
     chars = jiwer.process_characters(list(refs), list(hyps))
     return {"wer": words.wer, "cer": chars.cer, "substitutions": words.substitutions, "deletions": words.deletions,
@@ -73,7 +91,8 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
                      options: DecodeOptions | None = None) -> EvalResult:
     """Decode manifest entries (dicts with audio_filepath, text, optional offset/duration/id).
 
-    Unreadable audio is skipped and counted (``skipped``), never fatal. ``rtf`` is wall time
+    Unreadable audio, and references that the model's normalization leaves empty, are skipped and counted
+    (``skipped``, ``skipped_by_cause``), each reported on stderr, never fatal. ``rtf`` is wall time
     (loading + features + search) over audio duration. ``precision`` defaults to fp32 so that scores do
     not depend on the machine ("auto", transcription's default, is bf16 on CPUs with native bf16).
     ``options`` (a DecodeOptions) replaces ``beam`` and ``precision`` when given.
@@ -87,7 +106,7 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
     hyps: list[str] = []
     durations: list[float] = []
     attn: dict[int, torch.Tensor] = {}
-    skipped = 0
+    skipped: Counter = Counter()
     # Batches from manifest durations; audio is loaded one batch at a time so memory stays bounded.
     for idx in _batches([float(e.get("duration") or 1.0) for e in entries], max_batch_seconds, max_batch):
         waves, batch_entries = [], []
@@ -97,9 +116,9 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
                 off = float(e.get("offset") or 0.0)
                 waves.append(load_audio(e["audio_filepath"], sr, offset=off, duration=e.get("duration") if off else None))
                 batch_entries.append(e)
-            except AudioError as err:
-                print(f"skipping: {err}")
-                skipped += 1
+            except AudioError as err:  # stderr: stdout carries `evaluate --json`'s one object
+                print(f"skipping: {err}", file=sys.stderr)
+                skipped[UNREADABLE_AUDIO] += 1
         if not waves:
             continue
         feats, lens = model.features_of(waves)
@@ -112,8 +131,16 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
             durations.append(len(waves[k]) / sr)
     wall = time.perf_counter() - t0
     refs = [model.tokenizer.normalize(e["text"]) for e in kept]
-    totals = score(refs, hyps) if kept else {"wer": 0.0, "cer": 0.0, "substitutions": 0, "deletions": 0, "insertions": 0,
-                                              "hits": 0, "reference_words": 0}
+    empty = [i for i, r in enumerate(refs) if not r.strip()]
+    if empty:  # e.g. a transcript of punctuation only: nothing to count errors against
+        for i in empty:
+            print(f"skipping: {kept[i].get('id') or kept[i]['audio_filepath']}: the reference is empty after "
+                  "normalization", file=sys.stderr)
+        skipped[EMPTY_REFERENCE] += len(empty)
+        keep = [i for i in range(len(kept)) if i not in set(empty)]
+        attn = {new: attn[old] for new, old in enumerate(keep) if old in attn}
+        kept, hyps, durations, refs = ([xs[i] for i in keep] for xs in (kept, hyps, durations, refs))
+    totals = score(refs, hyps)
     utts = []
     for i, e in enumerate(kept):
         s = score([refs[i]], [hyps[i]])
@@ -121,8 +148,9 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
                      "errors": s["substitutions"] + s["deletions"] + s["insertions"], "ref_words": s["reference_words"],
                      "duration": durations[i], "attention": attn.get(i)})
     audio_s = sum(durations)
-    return EvalResult(num_utterances=len(kept), rtf=wall / max(audio_s, 1e-9), audio_seconds=audio_s, wall_seconds=wall,
-                      skipped=skipped, utterances=utts, **totals)
+    return EvalResult(num_utterances=len(kept), rtf=wall / audio_s if audio_s > 0 else None, audio_seconds=audio_s,
+                      wall_seconds=wall, skipped=sum(skipped.values()), skipped_by_cause=dict(skipped), utterances=utts,
+                      **totals)
 
 
 def wer_by_length(utts: Sequence[dict], bins: int = 5, key: str = "duration") -> list[dict]:
@@ -138,8 +166,9 @@ def wer_by_length(utts: Sequence[dict], bins: int = 5, key: str = "duration") ->
     return out
 
 
-def write_report(result: EvalResult, out_dir: Path, worst: int = 10) -> None:
-    """Per-utterance TSV, jiwer alignments of the worst utterances, WER by length, attention PNGs."""
+def write_report(result: EvalResult, out_dir: Path, worst: int = 10, summary: Optional[dict] = None) -> None:
+    """Per-utterance TSV, jiwer alignments of the worst utterances, WER by length, attention PNGs.
+    ``summary`` (default: ``result.summary()``) is what summary.json reports, e.g. with the reader's skips."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "utterances.tsv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
@@ -154,7 +183,7 @@ def write_report(result: EvalResult, out_dir: Path, worst: int = 10) -> None:
             f.write(jiwer.visualize_alignment(jiwer.process_words(u["ref"], u["hyp"]), show_measures=False))
             f.write("\n")
     by_len = wer_by_length(result.utterances)
-    (out_dir / "summary.json").write_text(json.dumps({**result.summary(), "wer_by_length": by_len}, indent=2))
+    (out_dir / "summary.json").write_text(json.dumps({**(summary or result.summary()), "wer_by_length": by_len}, indent=2))
     plot_attention([u for u in result.utterances if u.get("attention") is not None], out_dir)
 
 
@@ -182,11 +211,69 @@ def plot_attention(utts: Sequence[dict], out_dir: Path) -> list[Path]:
 
 @torch.inference_mode()
 def evaluate_pairs(model, pairs: Sequence[tuple[str, str]], beam: int = 1, batch_size: int = 64) -> dict:
-    """Text models: BLEU and chrF (sacrebleu) of translations against references."""
+    """Text models: BLEU and chrF (sacrebleu) of translations against references (None over zero pairs)."""
     import sacrebleu
 
     t0 = time.perf_counter()
     hyps = model.translate([s for s, _ in pairs], beam=beam, batch_size=batch_size)
     refs = [t for _, t in pairs]
+    if not pairs:
+        return {"bleu": None, "chrf": None, "num_sentences": 0, "wall_seconds": time.perf_counter() - t0, "hypotheses": []}
     return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
             "num_sentences": len(pairs), "wall_seconds": time.perf_counter() - t0, "hypotheses": hyps}
+
+
+# ---- what evaluation may report --------------------------------------------------------------------------
+def nothing_to_score(report, text: bool = False) -> EvaluationError:
+    """The error for a manifest (``text``: a TSV of pairs) from which reading kept nothing, saying why in
+    words a user who pointed at the wrong file recognises. ``report`` is the reader's ManifestReport."""
+    kind = "sentence pair" if text else "utterance"
+    if report.lines == 0:
+        why = "the file is empty (no line)"
+    elif report.issues and report.issues[0].line == 1 and report.issues[0].cause in ("invalid_json", "invalid_utf8", "bad_line"):
+        first = report.issues[0]
+        if text:
+            why = f"line 1 is not a source<TAB>target pair ({first.cause}): is this a TSV of sentence pairs?"
+        elif first.cause == "invalid_utf8":
+            why = "line 1 is not UTF-8 text: is this a manifest?"
+        else:
+            why = "line 1 is not JSON: is this a manifest?"
+    else:
+        counts = ", ".join(f"{c}: {n}" for c, n in sorted(report.counts.items()))
+        why = f"all {report.lines} lines were skipped ({counts}); first: {report.issues[0]}"
+    return EvaluationError(f"{report.path}: no valid {kind} to score: {why}")
+
+
+def count_skips(result: dict, report) -> dict:
+    """Merge the reader's skipped lines (per cause) into an evaluation summary, with the line count, so that
+    every line of the file is accounted for: ``manifest_lines == num_utterances + skipped``."""
+    by_cause = Counter(report.counts)
+    by_cause.update(result.get("skipped_by_cause") or {})
+    result["skipped"] = sum(by_cause.values())
+    result["skipped_by_cause"] = dict(sorted(by_cause.items()))
+    result["manifest_lines"] = report.lines
+    return result
+
+
+def skip_problem(result: dict, max_share: float = 0.0) -> Optional[str]:
+    """A one-line complaint when more than ``max_share`` of the file's lines were skipped, else None."""
+    lines, skipped = result.get("manifest_lines") or 0, result.get("skipped") or 0
+    if not skipped or skipped <= max_share * lines:
+        return None
+    causes = ", ".join(f"{c}: {n}" for c, n in (result.get("skipped_by_cause") or {}).items())
+    return (f"{skipped} of {lines} lines skipped ({causes}), more than the allowed {max_share:.0%}: the scores cover only "
+            f"what was measured; pass --allow-skips to accept that")
+
+
+def format_result(result: dict) -> list[str]:
+    """``evaluate``'s text output: one ``name: value`` per line; a score over nothing reads "n/a"."""
+    out = []
+    for k, v in result.items():
+        if k == "skipped_by_cause":
+            v = ", ".join(f"{c} {n}" for c, n in v.items()) or "none"
+        elif v is None:
+            v = "n/a (nothing measured)"
+        elif isinstance(v, float):
+            v = f"{v:.4f}"
+        out.append(f"{k:>16s}: {v}")
+    return out

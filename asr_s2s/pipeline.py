@@ -129,6 +129,8 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
         from .evaluate import evaluate_entries
 
         r = evaluate_entries(model, [e.to_dict() for e in dev_entries], beam=beam)
+        if r.wer is None:  # no dev utterance could be decoded: no dev score (a 0.0 would be kept as the best)
+            return None
         return {"metric": "wer", "higher_is_better": False, "wer": r.wer, "cer": r.cer, "dev_utterances": r.num_utterances,
                 "dev_rtf": r.rtf}
 

@@ -71,12 +71,33 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
                lm_text: Sequence[Path] = ()) -> list[dict]:
     """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
     from .config import load_config
+    from .lock import acquire, release
+    from .usage import UsageError
 
     if name not in RECIPES:
-        raise SystemExit(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+        raise UsageError(f"unknown recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
     r = RECIPES[name]
+    try:  # bad --set values are refused before the (possibly long) preparation, not after it
+        load_config(CONFIG_DIR / r.config, (r.quick if quick else []) + list(overrides))
+    except ValueError as exc:
+        raise UsageError(f"recipe {name}: {exc}") from None
     data_dir = Path(data_dir or default_data_dir())
     out = Path(out or Path("exp") / (name + ("_quick" if quick else "")))
+    # Every stage writes into `out` (manifests, training, reports): the folder is this run's until it ends.
+    try:
+        acquire(out)  # FolderLockedError (a UsageError) when another run holds it
+    except OSError as exc:
+        raise UsageError(f"{out}: output directory is not writable ({exc.strerror or exc})") from None
+    try:
+        return _run_stages(name, r, data_dir, out, quick, list(overrides), beam, seed_experiment, lm_text)
+    finally:
+        release(out)
+
+
+def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, overrides: list[str], beam: int | None,
+                seed_experiment: bool, lm_text: Sequence[Path] = ()) -> list[dict]:
+    from .config import load_config
+
     ext = ".tsv" if r.text else ".jsonl"
     man_dir = out / "data"
     splits = {s: man_dir / f"{s}{ext}" for s in ("train", "dev", "test")}
@@ -220,19 +241,32 @@ def _finished(last: Path) -> bool:
     return bool(load_checkpoint(last)["state"].get("done"))
 
 
-def evaluate_split(model_path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
-                   precision: str = "fp32", options=None) -> dict:
-    """Score one split with a model (or its file); the dict is what ``asr-s2s evaluate --json`` prints.
-    ``precision`` and ``options`` (a DecodeOptions, replacing ``beam`` and ``precision``) apply to speech
-    models (see evaluate_entries)."""
-    from .model import ASRModel, load_model
+def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
+                   precision: str = "fp32", options=None, model=None) -> dict:
+    """Score one split with the model in `model_path` (or `model`, already loaded from it); the dict is what
+    ``asr-s2s evaluate --json`` prints. ``precision`` and ``options`` (a DecodeOptions, replacing ``beam`` and
+    ``precision``) apply to speech models (see evaluate_entries).
 
-    model = model_path if isinstance(model_path, ASRModel) else load_model(model_path)
+    Only what was measured is reported: a file with no valid line raises EvaluationError (naming the file and
+    the likely mistake), every skipped line is counted per cause (``skipped``, ``skipped_by_cause``,
+    ``manifest_lines``), and a score over nothing is None. A model of the wrong kind (a speech model for a
+    TSV of pairs, a text model for an audio manifest) is a UsageError."""
+    from .evaluate import count_skips, nothing_to_score
+    from .model import load_model
+    from .usage import UsageError
+
+    model = model if model is not None else load_model(model_path)
+    if text == model.is_audio:
+        raise UsageError(f"{model_path} is a {'speech' if model.is_audio else 'text'} model but {manifest} is "
+                         f"{'a TSV of sentence pairs' if text else 'an audio manifest'}: give a "
+                         f"{'text (translation)' if text else 'speech'} model")
     if text:
         from .evaluate import evaluate_pairs
         from .manifest import read_tsv_pairs
 
-        pairs, _ = read_tsv_pairs(manifest, on_error="skip")
+        pairs, report = read_tsv_pairs(manifest, on_error="skip")
+        if not pairs:
+            raise nothing_to_score(report, text=True)
         res = evaluate_pairs(model, pairs, beam=beam)
         if report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
@@ -240,16 +274,23 @@ def evaluate_split(model_path, manifest: Path, report_dir: Path | None, text: bo
                 for (s, t), h in zip(pairs, res["hypotheses"]):
                     f.write(f"{s}\t{t}\t{h}\n")
         res.pop("hypotheses")
-        return res
-    from .evaluate import evaluate_entries, write_report
+        return count_skips(res, report)
+    from .evaluate import EvaluationError, evaluate_entries, write_report
     from .manifest import read_manifest
 
-    entries, _ = read_manifest(manifest, on_error="skip")
+    entries, report = read_manifest(manifest, on_error="skip")
+    if not entries:
+        raise nothing_to_score(report)
     result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam,
                               keep_attention=4 if report_dir else 0, precision=precision, options=options)
+    if not result.num_utterances:
+        causes = ", ".join(f"{c}: {n}" for c, n in sorted(result.skipped_by_cause.items()))
+        raise EvaluationError(f"{manifest}: no utterance could be scored: all {len(entries)} valid lines failed "
+                              f"at decoding ({causes}; each is named above)")
+    summary = count_skips(result.summary(), report)
     if report_dir is not None:
-        write_report(result, report_dir)
-    return result.summary()
+        write_report(result, report_dir, summary=summary)
+    return summary
 
 
 def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -> Path:

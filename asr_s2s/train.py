@@ -542,8 +542,24 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Path:
-    """Train and return the path of EXPDIR/model.pt."""
-    return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+    """Train and return the path of EXPDIR/model.pt.
+
+    The main process holds EXPDIR's lock (asr_s2s.lock) for the whole run, taken before anything is read or
+    written there: a second run on the folder, with or without ``resume``, is refused at once instead of
+    interleaving its checkpoints with the live run's."""
+    from . import lock
+
+    rank, _, _ = dist_env()
+    if rank != 0:  # DDP: the other ranks write nothing of their own into EXPDIR
+        return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+    try:
+        lock.acquire(out)  # FolderLockedError (a UsageError) when another run holds it
+    except OSError as exc:
+        raise TrainingError(f"{out}: output directory is not writable ({exc.strerror or exc})") from None
+    try:
+        return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+    finally:
+        lock.release(out)
 
 
 __all__ = ["train", "Trainer", "TrainingError", "lr_factor", "planned_steps"]

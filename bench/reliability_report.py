@@ -1,10 +1,12 @@
-"""Run the bad-input cases of tests/bad_inputs.py through the real entry points and print the summary table.
+"""Run the bad-input cases of tests/bad_inputs.py and the bad command lines of tests/bad_usage.py through the
+real entry points and print the summary tables.
 
-    ASR_S2S_DATA=/work/shared/data python bench/reliability_report.py [--no-train] [--json out.json]
+    ASR_S2S_DATA=/work/shared/data python bench/reliability_report.py [--no-train] [--no-usage] [--json out.json]
 
 Rows: one per (input, entry point). Outcomes: ``ok`` (usable input loaded correctly), ``error`` (clear error
-naming file/line and cause), ``skip`` (counted, reported skip), ``crash`` (anything else). Exit status 1
-if any outcome differs from the expected one.
+naming file/line and cause; for a command line: exit status 2 - 1 for a per-file audio failure -, one
+``error:`` line naming the argument or file, no traceback, nothing written), ``skip`` (counted, reported
+skip), ``crash`` (anything else). Exit status 1 if any outcome differs from the expected one.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def fsdd_files() -> list[Path]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-train", action="store_true", help="skip the (≈15 s) training run on the mixed manifest")
+    ap.add_argument("--no-usage", action="store_true", help="skip the command-line usage cases (about 20 s)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each row's detail")
     args = ap.parse_args()
@@ -61,6 +64,9 @@ def main() -> int:
         for case in B.MANIFEST_CASES:
             for mode in ("raise", "skip"):
                 rows.append(B.run_manifest(case, fresh(), files[0], mode))
+        usage_rows: list[B.Result] = []
+        if not args.no_usage:
+            usage_rows = run_usage_cases(fresh(), files[0])
         train_info = None
         if not args.no_train:
             with contextlib.redirect_stdout(io.StringIO()):  # the trainer's own skip summary
@@ -69,7 +75,7 @@ def main() -> int:
     elapsed = time.perf_counter() - t0
 
     print(f"{'input':32s} {'entry point':22s} {'expected':8s} {'outcome':8s}  detail")
-    for r in rows:
+    for r in rows + usage_rows:
         flag = "" if r.passed else "  <-- UNEXPECTED"
         detail = r.detail.splitlines()[0] if r.detail else ""
         print(f"{r.case:32s} {r.entry:22s} {r.expect:8s} {r.outcome:8s}  {detail[:100] if not args.verbose else detail}{flag}")
@@ -86,11 +92,34 @@ def main() -> int:
         s = train_info["state"]
         print(f"training run: finished at step {s['step']} after {s['epoch']} epochs; skipped_utterances="
               f"{s['skipped_utterances']}, manifest_skipped={s['manifest_skipped']}")
+    if usage_rows:
+        u = Counter(r.outcome for r in usage_rows)
+        tracebacks = sum(1 for r in usage_rows if "traceback on stderr" in r.detail or "escaped main" in r.detail)
+        verbs = Counter(r.entry for r in usage_rows)
+        print(f"command lines tried: {len(usage_rows)} (" + ", ".join(f"{k} {v}" for k, v in sorted(verbs.items())) + ")")
+        print(f"clear errors: {u['error']}   other expected outcomes: {u['ok']}   tracebacks: {tracebacks}   "
+              f"unexpected outcomes: {sum(1 for r in usage_rows if not r.passed)}")
+        unexpected += [r for r in usage_rows if not r.passed]
     print(f"({elapsed:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"rows": [r.__dict__ for r in rows], "counts": dict(counts),
+        args.json.write_text(json.dumps({"rows": [r.__dict__ for r in rows + usage_rows], "counts": dict(counts),
                                          "unexpected": len(unexpected)}, indent=1))
     return 1 if unexpected else 0
+
+
+def run_usage_cases(d: Path, wav: Path) -> list[B.Result]:
+    """tests/bad_usage.py's named cases, every option x its fixed bad values, and the held-folder cases."""
+    import bad_usage as U
+
+    root = Path(os.environ.get("ASR_S2S_DATA", REPO / "data"))
+    ws = U.make_workspace(d, wav)
+    base = U.baseline(ws, root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        rows = [U.run_named_case(c, ws) for c in U.named_cases(ws, root)]
+        for verb, action, kind in U.targets():
+            rows += [U.run_option_case(base, ws, verb, action, v, status) for v, status in U.fixed_bad_values(kind, action, ws)]
+        rows += U.run_lock_cases(d, ws.config, root)
+    return rows
 
 
 if __name__ == "__main__":
