@@ -428,7 +428,7 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
             for i, (sc, wt, st) in enumerate(extra):
                 extra[i] = (sc, wt, sc.select(st, rows))
             if ctc is not None:
-                ctc_state = ctc.select(ctc_cand, rows, None if cand_tok is None else pos.reshape(-1))
+                ctc_state = ctc.select(ctc_cand, rows, pos.reshape(-1))
             tok = token.view(-1)
             if n_live <= SHRINK_AT * nb:  # finished utterances leave the batch, as in greedy_search
                 for full_x, x in zip(final, (best, best_step, best_slot)):
