@@ -287,10 +287,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _decode_options(args: argparse.Namespace, model, **defaults):
-    """The DecodeOptions a command's flags ask for: the model's recommended decoding (or plain greedy with
-    --decoding plain), then every flag that was given. The LM and vocabulary files are read here, so that a bad
-    one is a usage error before any work."""
-    from .decoding import DecodeOptions, read_vocabulary, vocabulary_constraint
+    """The DecodeOptions a command's flags ask for: the model's recommended decoding (plain greedy with
+    --decoding plain, or when a flag describes the search: see decoding.choose_options), then every flag that was
+    given. The LM and vocabulary files are read here, so that a bad one is a usage error before any work."""
+    from .decoding import DecodeOptions, choose_options, read_vocabulary, vocabulary_constraint
 
     base = model.recommended_decoding if args.decoding == "recommended" else DecodeOptions()
     try:
@@ -298,7 +298,7 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
         if vocabulary is not None:  # every entry must be spellable by this model: say which line is not
             vocabulary_constraint(model.tokenizer, vocabulary, args.vocabulary_mode or base.vocabulary_mode,
                                   source=str(args.vocabulary))
-        options = base.replace(**defaults).replace(
+        options = choose_options(base.replace(**defaults), **defaults,
             beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None, lm_weight=args.lm_weight,
             length_bonus=args.length_bonus, length_norm=args.length_norm, vocabulary=vocabulary,
             vocabulary_mode=args.vocabulary_mode, precision=args.precision)
@@ -311,10 +311,11 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding (defaults: the model's recommended decoding; see README)")
+    g = p.add_argument_group("decoding (default: the model's recommended decoding; giving any of --beam, "
+                             "--ctc-weight, --lm, --lm-weight, --length-bonus, --length-norm decodes with those and "
+                             "plain defaults instead)")
     g.add_argument("--decoding", choices=("recommended", "plain"), default="recommended",
-                   help="start from the decoding recorded in the model file (default), or from plain greedy "
-                        "attention decoding; the flags below apply on top")
+                   help="the decoding recorded in the model file (default), or plain greedy attention decoding")
     g.add_argument("--beam", type=positive_int, help="hypotheses kept per utterance (1: greedy)")
     g.add_argument("--ctc-weight", type=unit_interval, metavar="W",
                    help="weight of the CTC head's prefix score (0: attention only, 1: CTC only)")

@@ -9,7 +9,7 @@ search it describes:
   beam 1 included (greedy with the scorers).
 
 A model file may carry the options it was tuned with (`ASRModel.recommended_decoding`); `evaluate` and
-`transcribe` start from them and apply what the user gives on top.
+`transcribe` use them unless the user describes the search (`choose_options`).
 """
 
 from __future__ import annotations
@@ -95,6 +95,19 @@ class DecodeOptions:
     def plain_greedy(self) -> bool:
         return (self.beam == 1 and self.ctc_weight == 0.0 and self.lm_weight == 0.0 and self.length_bonus == 0.0
                 and self.vocabulary is None)
+
+
+# The fields that describe the search itself. Given any of them, a command or a call decodes with what it gave
+# and plain defaults for the rest, not with the model's recommended setting: `--beam 1 --ctc-weight 0` is greedy
+# attention decoding, whatever the model recommends. The other fields (vocabulary, precision, ...) apply on top.
+SEARCH_FIELDS = ("beam", "ctc_weight", "lm", "lm_weight", "length_bonus", "length_norm", "alpha")
+
+
+def choose_options(recommended: DecodeOptions, **given: Any) -> DecodeOptions:
+    """The options for a decode: `recommended` (a model's), or plain defaults when `given` names any search
+    field; then every field in `given` that is not None."""
+    search = any(given.get(f) is not None for f in SEARCH_FIELDS)
+    return (DecodeOptions() if search else recommended).replace(**given)
 
 
 def read_vocabulary(path: str | os.PathLike) -> tuple[str, ...]:

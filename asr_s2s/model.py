@@ -176,8 +176,10 @@ class ASRModel(nn.Module):
         a list gives a list. Recordings longer than the model's training utterances are split at
         silences (see :mod:`asr_s2s.transcribe`).
 
-        Decoding starts from ``options`` (a DecodeOptions), else from the model's recommended decoding, with
-        ``beam``, ``precision`` and any DecodeOptions field given as a keyword on top, e.g.
+        Decoding follows ``options`` (a DecodeOptions), else the model's recommended decoding, with ``beam``,
+        ``precision`` and any DecodeOptions field given as a keyword on top; a keyword that describes the search
+        (beam, ctc_weight, lm, lm_weight, length_bonus, length_norm) replaces the recommended setting with plain
+        defaults plus what was given (see decoding.choose_options), e.g.
         ``model.transcribe("a.wav", vocabulary=["yes", "no"])``, ``lm="lm.pt", lm_weight=0.3``,
         ``ctc_weight=0.5``. ``precision="bf16"`` runs the encoder (and the LSTM/location decoder's gate
         product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the default) does so where the CPU
@@ -186,8 +188,11 @@ class ASRModel(nn.Module):
         ``max_len_ratio`` says otherwise."""
         from .transcribe import transcribe_inputs
 
+        from .decoding import choose_options
+
         decoding.setdefault("max_len_ratio", 1.5)
-        opts = (options or self.recommended_decoding).replace(beam=beam, precision=precision, **decoding)
+        given = dict(beam=beam, precision=precision, **decoding)
+        opts = options.replace(**given) if options is not None else choose_options(self.recommended_decoding, **given)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
         results = transcribe_inputs(self, items, sample_rate=sample_rate, batch_size=batch_size,

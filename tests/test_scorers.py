@@ -352,3 +352,14 @@ def test_recommended_decoding_and_its_lm_travel_inside_the_model_file(tmp_path) 
     assert back.language_model(rec) is not None  # the model's own LM, no file needed
     assert load_model().recommended_decoding.lm_weight == 0.0 or load_model().language_model(
         load_model().recommended_decoding) is not None
+
+
+def test_search_flags_replace_the_recommended_decoding_and_the_rest_apply_on_top() -> None:
+    from asr_s2s.decoding import choose_options
+
+    rec = DecodeOptions(beam=4, ctc_weight=0.5, lm_weight=0.2, length_norm="none")
+    assert choose_options(rec) == rec
+    assert choose_options(rec, beam=1, ctc_weight=0.0) == DecodeOptions()  # today's greedy decoding
+    assert choose_options(rec, vocabulary=("one",), precision="bf16") == rec.replace(vocabulary=("one",),
+                                                                                   precision="bf16")
+    assert choose_options(rec, beam=10) == DecodeOptions(beam=10)
