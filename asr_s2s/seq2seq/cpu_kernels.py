@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .packed import cpu_native_bf16
+
 SOURCE = Path(__file__).with_name("lstm_bf16.c")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-shared", "-fPIC", "-std=gnu11",
           "-fopenmp"]
@@ -82,7 +84,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None, f"turned off by {ENV_SWITCH}=0"
     cpu = getattr(torch, "cpu", None)
-    if cpu is None or not getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if not cpu_native_bf16() or not getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
         return None, "the CPU has no AVX512-BF16"
     cc = _compiler()
     if cc is None:
