@@ -293,8 +293,8 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
     (a gather), its finals are read from the outputs.
 
     In inference an LSTM runs this way also without padding, each layer and direction on weights reordered for
-    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results bit for bit, and at
-    batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
+    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results up to summation
+    order, and at batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
     One utterance of a bf16 LSTM in inference runs on cpu_kernels' compiled layer instead, where it is available
     (0.46x oneDNN's time for the layers on 2 threads, 0.67x on one; equal to it up to bf16 rounding).
     -> states (B, T, dirs*H) zero past each length, final ((layers*dirs, B, H), or an (h, c) pair for LSTM)."""
