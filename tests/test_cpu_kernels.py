@@ -8,6 +8,7 @@ import torch
 
 from asr_s2s.seq2seq import cpu_kernels
 from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+from s2s_helpers import needs_onednn_bf16
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason=f"kernel {cpu_kernels.status()}")
 
@@ -132,6 +133,8 @@ def test_without_the_kernel_the_encoder_runs_torch(monkeypatch, request, tmp_pat
         why = "no AVX512-BF16"  # the compiler is never asked
     assert not cpu_kernels.available()
     assert cpu_kernels.status().startswith("off: ") and why in cpu_kernels.status()
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip(needs_onednn_bf16.kwargs["reason"])  # the reference run below is a bf16-autocast LSTM
     torch.manual_seed(0)
     rnn = make_rnn("lstm", 40, 32, 2, bidirectional=True).eval().to(torch.bfloat16)
     x = torch.randn(1, 17, 40)

@@ -11,7 +11,8 @@ import yaml
 
 from asr_s2s.seq2seq import (ATTENTIONS, EOS, PAD, SOS, DecoderConfig, Encoder, EncoderConfig, ModelConfig,
                              Seq2Seq)
-from s2s_helpers import audio_batch, overfit, pad_feats, single_thread, text_batch, tiny_config  # noqa: F401
+from s2s_helpers import (audio_batch, needs_onednn_bf16, overfit, pad_feats, single_thread,  # noqa: F401
+                         text_batch, tiny_config)
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -509,7 +510,7 @@ def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_onednn_bf16)])
 def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
     """In inference the CPU encoder's LSTM layers run on weights reordered for oneDNN once (packed.lstm_layer)
     where the CPU allows (else the plain run's kernels): outputs and final states equal the plain run's to
@@ -539,6 +540,7 @@ def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
                     torch.testing.assert_close(a, b.detach(), **tol)
 
 
+@needs_onednn_bf16
 @pytest.mark.parametrize("attention", ["location", "dot"])
 def test_bf16_autocast_training_step_matches_fp32_gradients(attention):
     """Training under bf16 autocast (config amp: bf16) runs forward and backward through every path,
