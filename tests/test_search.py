@@ -248,6 +248,25 @@ def _cpu_flags() -> set[str]:
     return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
 
 
+def test_native_bf16_switch_makes_auto_fp32(monkeypatch, request):
+    """ASR_S2S_NATIVE_BF16=0 (read once per process, by packed.cpu_native_bf16) makes this CPU answer as one
+    without native bf16: "auto" is fp32 and "int8" falls back with a warning; unset, the CPU's own answer returns."""
+    from asr_s2s.seq2seq import packed
+    from asr_s2s.seq2seq.search import native_bf16, resolve_precision
+
+    request.addfinalizer(packed.cpu_native_bf16.cache_clear)  # after the environment is restored: asked afresh
+    for value in ("0", "1"):
+        monkeypatch.setenv("ASR_S2S_NATIVE_BF16", value)
+        packed.cpu_native_bf16.cache_clear()
+        hardware = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        assert native_bf16() is (value == "1" and hardware)
+        assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    monkeypatch.setenv("ASR_S2S_NATIVE_BF16", "0")
+    packed.cpu_native_bf16.cache_clear()
+    with pytest.warns(UserWarning, match="int8"):
+        assert resolve_precision("int8") == "fp32"
+
+
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(trained):
     """precision="auto" resolves to bf16 on a CPU whose flags list AVX512-BF16 or AMX-BF16 (read from
     /proc/cpuinfo, independently of torch), to fp32 elsewhere and on other devices; a search with "auto"
