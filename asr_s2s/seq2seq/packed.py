@@ -154,7 +154,8 @@ class Int8Linear:
     int8 kernel (~19 GMAC/s per thread, no fixed cost to speak of) beats oneDNN's packed bf16 product (~20 us
     of fixed cost). But it computes row by row: it wins only up to ~2 rows (2 threads, (N x 832) @ (832 x
     1280): 34 vs 43 us at 1 row, 45 vs 44 at 2, 234 vs 110 at 16). So x of more than INT8_MAX_ROWS rows goes
-    to `fallback` (the same map at another precision) when one is given (measured: bench/RESULTS.md at 577362c, tenth landing)."""
+    to `fallback` (the same map at another precision) when one is given (measured: bench/RESULTS.md at 577362c,
+    tenth landing)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, fallback: Callable[..., Tensor] | None = None
                  ) -> None:
