@@ -103,7 +103,7 @@ def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
 def _fresh_state(monkeypatch, tmp_path, **env):
     monkeypatch.setattr(cpu_kernels, "_state", {})
     monkeypatch.setenv("ASR_S2S_CACHE", str(tmp_path))
-    monkeypatch.delenv("ASR_S2S_CPU_KERNELS", raising=False)  # a run with the kernels off (README, "Tests")
+    monkeypatch.delenv("ASR_S2S_CPU_KERNELS", raising=False)  # as in a run with the kernels off (README)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 

@@ -36,7 +36,7 @@ NATIVE_BF16_ENV = "ASR_S2S_NATIVE_BF16"  # "0": act as on a CPU without native b
 def cpu_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16 decoding is the faster
     one. ``ASR_S2S_NATIVE_BF16=0`` makes it False, as on a CPU without them, so that the fp32 defaults and the
-    fallbacks that such CPUs run can be run and tested on one that has them (README, "Tests")."""
+    fallbacks that such CPUs run can be run and tested on one that has them (see README on running the tests)."""
     # Asked once per process: every search resolves its precision.
     if os.environ.get(NATIVE_BF16_ENV, "1") == "0":
         return False
