@@ -10,7 +10,7 @@
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "model", "ASRModel": "model", "Transcript": "model", "Segment": "model",
+    "load_model": "model", "ASRModel": "model", "Transcript": "transcribe", "Segment": "transcribe",
     "AudioError": "audio", "load_audio": "audio",
     "write_transcript": "transcribe", "ExportedModel": "export",
 }

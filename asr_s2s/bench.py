@@ -288,7 +288,7 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple]) -
     The timed passes run in `repeats` rounds, each round one pass of every case (after one untimed pass of
     each), so that every case's median spans the same minutes of a noisy machine instead of one case landing
     wholly in a slow spell (on the shared development VM the same code runs up to ~1.3x slower for tens of
-    seconds to minutes at a time, whatever our process did before: bench/RESULTS.md, seventh landing)."""
+    seconds to minutes at a time, whatever our process did before: bench/RESULTS.md at 577362c, seventh landing)."""
     from .audio import load_audio
     from .manifest import read_manifest
 

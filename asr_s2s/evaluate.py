@@ -1,7 +1,8 @@
 """Scoring: WER/CER with jiwer (speech), BLEU/chrF with sacrebleu (text), and reports.
 
-``evaluate_manifest(model, manifest)`` decodes in length-sorted batches and returns an
-:class:`EvalResult` whose ``summary()`` is what ``asr-s2s evaluate --json`` prints.
+``evaluate_entries(model, entries)`` decodes manifest entries (``manifest.read_manifest``) in length-sorted
+batches and returns an :class:`EvalResult` whose ``summary()`` is what ``asr-s2s evaluate --json`` prints;
+``evaluate_pairs(model, pairs)`` scores a text model on (source, target) pairs.
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ from typing import Any, Iterable, Union
 
 import numpy as np
 
+from .tokens import EOS, SOS, UNK
+
 EXPORT_FORMAT = "asr-s2s-export/1"
-SOS, EOS, UNK = 1, 2, 3
 BACKENDS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -284,8 +285,7 @@ class ExportedModel:
 
     def transcribe(self, inputs: Any, sample_rate: int | None = None, long_form: bool = True):
         """Files or arrays -> Transcript(s), as :meth:`asr_s2s.model.ASRModel.transcribe` (greedy, batch 1)."""
-        from .model import Segment, Transcript
-        from .transcribe import iter_segments, truncate_repetitions
+        from .transcribe import Segment, Transcript, iter_segments, truncate_repetitions
 
         single = isinstance(inputs, (str, os.PathLike, np.ndarray)) or type(inputs).__module__.startswith("torch")
         items: Iterable = [inputs] if single else list(inputs)

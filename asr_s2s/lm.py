@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .text import EOS, PAD, SOS, UNK, Tokenizer, tokenizer_from_state_dict
+from .text import Tokenizer, tokenizer_from_state_dict
+from .tokens import EOS, PAD, SOS, UNK
 
 LM_FORMAT = "asr-s2s-lm/1"
 LMState = tuple[Tensor, Tensor]  # h, c: (layers, N, hidden)

@@ -7,7 +7,6 @@ The model file holds only plain types and tensors, so it loads with ``weights_on
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
@@ -19,33 +18,13 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
 from .seq2seq import ModelConfig, Seq2Seq
 from .text import UNK, tokenizer_from_state_dict
+from .transcribe import Segment, Transcript, transcribe_inputs  # noqa: F401  (Segment: re-exported)
 
 if TYPE_CHECKING:
     from .decoding import DecodeOptions
 
 FORMAT = "asr-s2s/1"
 BUNDLED = Path(__file__).resolve().parent / "assets"
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    text: str
-
-
-@dataclass
-class Transcript:
-    """One input's result: text, timed segments, the decoder's score and the source it came from."""
-
-    text: str
-    segments: list[Segment] = field(default_factory=list)
-    score: float = 0.0
-    path: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "text": self.text, "score": self.score,
-                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in self.segments]}
 
 
 class ASRModel(nn.Module):
@@ -186,8 +165,6 @@ class ASRModel(nn.Module):
         has native bf16 and stays fp32 elsewhere; "fp32" never does; "int8" is bf16 plus int8 weights in that
         decoder's batch-1 steps. Long recordings decode at most 1.5 tokens per encoder frame unless
         ``max_len_ratio`` says otherwise."""
-        from .transcribe import transcribe_inputs
-
         from .decoding import choose_options
 
         decoding.setdefault("max_len_ratio", 1.5)

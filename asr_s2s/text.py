@@ -28,8 +28,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-PAD, SOS, EOS, UNK = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<sos>", "<eos>", "<unk>")
+from .tokens import EOS, PAD, SOS, SPECIALS, UNK  # noqa: F401  (re-exported: the tokenizers' ids)
 
 # Typographic apostrophes that people type interchangeably with the ASCII one.
 _APOSTROPHES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u0060": "'", "\u00b4": "'"}

@@ -60,6 +60,27 @@ BLOCK_SECONDS = 30.0  # how much audio is read at a time when streaming a long f
 POOL_BATCHES = 4  # segments are pooled up to POOL_BATCHES * batch_size, then decoded length-sorted
 
 
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    """One input's result: text, timed segments, the decoder's score and the source it came from."""
+
+    text: str
+    segments: list[Segment] = field(default_factory=list)
+    score: float = 0.0
+    path: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "text": self.text, "score": self.score,
+                "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in self.segments]}
+
+
 # ---- voice activity detection ------------------------------------------------------------------
 @dataclass
 class VADConfig:
@@ -318,7 +339,6 @@ def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | Non
     """Yield ``(index, Transcript)`` in input order (or ``(index, AudioError)`` with ``errors="skip"``).
     ``options`` (a DecodeOptions) replaces ``beam``, ``precision`` and ``max_len_ratio`` when given."""
     from .decoding import DecodeOptions
-    from .model import Segment, Transcript
 
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")

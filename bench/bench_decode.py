@@ -3,7 +3,8 @@
 `asr-s2s bench` decodes right after ~3 minutes of training. This script runs the same `decode_bench` (log-mel,
 CMVN, search, detokenisation; "reference length" caps each utterance at its reference + eos; the cases
 interleaved in rounds) on the AN4 dev split alone, so the two can be compared. (On the shared development VM
-they measured alike: what moves the figures is the machine's own slow spells; bench/RESULTS.md, seventh landing.)
+they measured alike: what moves the figures is the machine's own slow spells; bench/RESULTS.md at 577362c,
+seventh landing.)
 
     python bench/bench_decode.py --model MODEL.pt [--cases greedy_bs1_bf16,greedy_bs16_bf16] [--repeats 3]
                                  [--threads 2] [--rounds 1] [--json F]

@@ -17,6 +17,12 @@ N_MELS = 40
 _LOGMEL = LogMel(FeatureConfig(sample_rate=8000, n_mels=N_MELS))
 _CMVN = UtteranceCMVN()
 
+# Under bf16 autocast torch hands an LSTM with fp32 weights to oneDNN's bf16 LSTM, which needs AVX-512: on a CPU
+# without it (or ONEDNN_MAX_CPU_ISA=AVX2) torch raises "could not create a primitive descriptor". Training with
+# amp: bf16 is for CPUs with native bf16 (config.py); decoding in bf16 runs a bf16 copy and is not affected.
+needs_onednn_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                                       reason="bf16 autocast of an LSTM needs oneDNN's bf16 (AVX-512) in torch")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():

@@ -15,11 +15,11 @@ TINY = ["model.encoder.hidden=32", "model.encoder.layers=1", "model.encoder.conv
         "model.decoder.embed_dim=16", "model.decoder.attention_dim=16"]
 
 
-def test_bench_quick_json(an4_dir: Path, tmp_path: Path) -> None:
+def test_bench_quick_json(an4_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     sets = [a for s in TINY for a in ("--set", s)]
     r = subprocess.run([sys.executable, "-m", "asr_s2s.cli", "bench", "--quick", "--threads", "1", "--json", str(out),
-                        "--data-dir", str(an4_dir.parents[1]), *sets],
+                        "--data-dir", str(an4_corpus.parents[1]), *sets],
                        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "training, audio-s per s" in r.stdout and "decode RTF greedy_bs16" in r.stdout

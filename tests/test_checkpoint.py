@@ -92,3 +92,50 @@ def test_non_dict_and_foreign_format_refused(tmp_path):
     save_checkpoint(tmp_path / "other.pt", {"format": "something-else/3"})
     with pytest.raises(CheckpointError, match="format"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def documented_model_file_keys() -> set[str]:
+    """The top-level keys of the model-file schema in docs/interfaces.md (its "## Model file" section's first
+    `{...}`), read from the doc itself."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "interfaces.md").read_text()
+    section = doc.split("## Model file", 1)[1].split("\n## ", 1)[0]
+    schema = section[section.index("`{") + 1:]
+    keys, depth = set(), 0
+    for m in re.finditer(r'[{}]|"(\w+)":', schema):
+        if m.group(0) == "{":
+            depth += 1
+        elif m.group(0) == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        elif depth == 1:
+            keys.add(m.group(1))
+    return keys
+
+
+@pytest.mark.parametrize("cmvn", ["global", "utterance", "none"])
+def test_model_file_has_the_documented_keys(tmp_path, cmvn):
+    """docs/interfaces.md's model-file schema lists the keys ASRModel.save writes, no more and no fewer, and the
+    file loads with weights_only=True (plain types and tensors)."""
+    from asr_s2s.features import FeatureConfig
+    from asr_s2s.model import FORMAT as MODEL_FORMAT
+    from asr_s2s.model import ASRModel, load_model
+    from asr_s2s.text import CharTokenizer
+
+    documented = documented_model_file_keys()
+    assert {"format", "config", "model", "meta"} <= documented  # the doc was parsed
+    tok = CharTokenizer.build(["one two three"])
+    cfg = ModelConfig.from_dict({"input": "audio", "vocab_size": tok.vocab_size,
+                                 "encoder": {"cell": "gru", "input_dim": 20, "hidden": 8, "layers": 1},
+                                 "decoder": {"cell": "gru", "embed_dim": 4, "hidden": 8, "layers": 1}})
+    model = ASRModel(cfg, tok, FeatureConfig(sample_rate=8000, n_mels=20), cmvn=cmvn)
+    path = tmp_path / "model.pt"
+    model.save(path, meta={"step": 1})
+    written = torch.load(path, weights_only=True)
+    assert set(written) == documented
+    assert written["format"] == MODEL_FORMAT and written["cmvn_kind"] == cmvn
+    assert (written["cmvn"] is None) == (cmvn != "global")
+    assert load_model(path).cmvn_kind == cmvn

@@ -62,8 +62,8 @@ def http_dir(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fsdd_official(fsdd_dir, tmp_path_factory):
-    return fsdd.prepare(fsdd_dir.parents[1], tmp_path_factory.mktemp("fsdd_off"))
+def fsdd_official(fsdd_corpus, tmp_path_factory):
+    return fsdd.prepare(fsdd_corpus.parents[1], tmp_path_factory.mktemp("fsdd_off"))
 
 
 def test_fsdd_official_split(fsdd_official):
@@ -82,17 +82,17 @@ def test_fsdd_official_split(fsdd_official):
         assert 0.1 < r["duration"] < 2.5
 
 
-def test_fsdd_speaker_split(fsdd_dir, tmp_path):
-    out = fsdd.prepare(fsdd_dir.parents[1], tmp_path, split="speaker")
+def test_fsdd_speaker_split(fsdd_corpus, tmp_path):
+    out = fsdd.prepare(fsdd_corpus.parents[1], tmp_path, split="speaker")
     spk = {k: {r["speaker"] for r in read_manifest(p)} for k, p in out.items()}
     assert spk["test"] == set(fsdd.DEFAULT_TEST_SPEAKERS) and spk["dev"] == set(fsdd.DEFAULT_DEV_SPEAKERS)
     assert not spk["train"] & spk["test"] and not spk["train"] & spk["dev"] and not spk["dev"] & spk["test"]
     assert [len(read_manifest(out[k])) for k in ("train", "dev", "test")] == [2000, 500, 500]
-    out2 = fsdd.prepare(fsdd_dir.parents[1], tmp_path / "b", split="speaker", test_speakers=["george", "lucas"],
+    out2 = fsdd.prepare(fsdd_corpus.parents[1], tmp_path / "b", split="speaker", test_speakers=["george", "lucas"],
                         dev_speakers=["jackson"])
     assert {r["speaker"] for r in read_manifest(out2["test"])} == {"george", "lucas"}
     with pytest.raises(ValueError, match="unknown speaker"):
-        fsdd.prepare(fsdd_dir.parents[1], tmp_path / "c", split="speaker", test_speakers=["nobody"])
+        fsdd.prepare(fsdd_corpus.parents[1], tmp_path / "c", split="speaker", test_speakers=["nobody"])
 
 
 def test_fsdd_download_github_zip(http_dir, tmp_path):
@@ -118,23 +118,23 @@ def test_fsdd_download_github_zip(http_dir, tmp_path):
     assert {r["speaker"] for r in read_manifest(out["test"])} == {"bob"}
 
 
-def test_fsdd_rerun_is_idempotent(fsdd_dir, fsdd_official):
+def test_fsdd_rerun_is_idempotent(fsdd_corpus, fsdd_official):
     before = {k: p.read_bytes() for k, p in fsdd_official.items()}
     mtimes = {k: p.stat().st_mtime_ns for k, p in fsdd_official.items()}
-    again = fsdd.prepare(fsdd_dir.parents[1], fsdd_official["train"].parent)
+    again = fsdd.prepare(fsdd_corpus.parents[1], fsdd_official["train"].parent)
     assert again == fsdd_official
     assert {k: p.stat().st_mtime_ns for k, p in again.items()} == mtimes  # not rewritten
-    forced = fsdd.prepare(fsdd_dir.parents[1], fsdd_official["train"].parent, force=True)
+    forced = fsdd.prepare(fsdd_corpus.parents[1], fsdd_official["train"].parent, force=True)
     assert {k: p.read_bytes() for k, p in forced.items()} == before  # deterministic
 
 
 # ------------------------------------------------------------------------------------------- AN4
 
 
-def test_an4_real_local_copy(an4_dir, tmp_path):
-    out = prepare_corpus("an4", an4_dir.parents[1], tmp_path)
+def test_an4_real_local_copy(an4_corpus, tmp_path):
+    out = prepare_corpus("an4", an4_corpus.parents[1], tmp_path)
     rows = {k: read_manifest(p) for k, p in out.items()}
-    has_test = (an4_dir / "wav" / "an4test_clstk").is_dir()
+    has_test = (an4_corpus / "wav" / "an4test_clstk").is_dir()
     assert set(out) == ({"train", "dev", "test"} if has_test else {"train", "dev"})
     assert len(rows["train"]) + len(rows["dev"]) == 948
     tr, dv = {r["speaker"] for r in rows["train"]}, {r["speaker"] for r in rows["dev"]}

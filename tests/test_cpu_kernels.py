@@ -8,6 +8,7 @@ import torch
 
 from asr_s2s.seq2seq import cpu_kernels
 from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+from s2s_helpers import needs_onednn_bf16
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason=f"kernel {cpu_kernels.status()}")
 
@@ -102,6 +103,7 @@ def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
 def _fresh_state(monkeypatch, tmp_path, **env):
     monkeypatch.setattr(cpu_kernels, "_state", {})
     monkeypatch.setenv("ASR_S2S_CACHE", str(tmp_path))
+    monkeypatch.delenv("ASR_S2S_CPU_KERNELS", raising=False)  # as in a run with the kernels off (README)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 
@@ -116,16 +118,23 @@ def test_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("env,why", [({"ASR_S2S_CPU_KERNELS": "0"}, "turned off"),
-                                     ({"CC": "false"}, "failed on lstm_bf16.c")])
-def test_without_the_kernel_the_encoder_runs_onednn(monkeypatch, tmp_path, env, why):
-    """Switched off, or where the compiler fails: status says why, and batch-1 inference runs as before."""
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("no native bf16 on this CPU")
+                                     ({"CC": "false"}, "failed on lstm_bf16.c"),
+                                     ({"ASR_S2S_NATIVE_BF16": "0"}, "no AVX512-BF16")])
+def test_without_the_kernel_the_encoder_runs_torch(monkeypatch, request, tmp_path, env, why):
+    """Switched off, where the compiler fails, or on a CPU without AVX512-BF16 (or one made to look so): status
+    says why, and batch-1 bf16 inference runs torch's layers (oneDNN's on reordered weights where it can pack
+    bf16, else the plain ones), giving the plain run's result to bf16 rounding."""
+    from asr_s2s.seq2seq import packed
+
     _fresh_state(monkeypatch, tmp_path, **env)
-    if why.startswith("failed") and not torch.cpu._is_avx512_bf16_supported():
-        pytest.skip("no AVX512-BF16: the compiler is never asked")
+    packed.cpu_native_bf16.cache_clear()  # asked again under this environment, and after it
+    request.addfinalizer(packed.cpu_native_bf16.cache_clear)
+    if why.startswith("failed") and not packed.cpu_native_bf16():
+        why = "no AVX512-BF16"  # the compiler is never asked
     assert not cpu_kernels.available()
     assert cpu_kernels.status().startswith("off: ") and why in cpu_kernels.status()
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip(needs_onednn_bf16.kwargs["reason"])  # the reference run below is a bf16-autocast LSTM
     torch.manual_seed(0)
     rnn = make_rnn("lstm", 40, 32, 2, bidirectional=True).eval().to(torch.bfloat16)
     x = torch.randn(1, 17, 40)
@@ -133,7 +142,8 @@ def test_without_the_kernel_the_encoder_runs_onednn(monkeypatch, tmp_path, env, 
         ref, _ = run_rnn_padded(rnn, x, torch.tensor([17]))  # autograd on: the plain path
         with torch.inference_mode():
             out, _ = run_rnn_padded(rnn, x, torch.tensor([17]))
-    assert torch.equal(out, ref.detach())  # oneDNN's reordered-weight layers, bit for bit
+    assert out.abs().amax() > 0.05
+    torch.testing.assert_close(out, ref.detach(), atol=2e-2, rtol=2e-2)
 
 
 @needs_kernel
@@ -153,8 +163,8 @@ def test_kernel_builds_without_openmp_where_the_compiler_lacks_it(monkeypatch, t
     _fresh_state(monkeypatch, tmp_path / "cache", CC=str(cc))
     assert cpu_kernels.status() == "on (built without OpenMP: one thread)"
     got = cpu_kernels.lstm_layer_b1(x, [cpu_kernels.pack_direction(*w) for w in ws])
-    for a, b in zip(got, ref):
-        assert torch.equal(a, b)
+    for a, b in zip(got, ref):  # the same arithmetic (each direction is one thread's), another build
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
 
 
 def reference_location_step(weights, h, c, att, add, keys, values, lengths):

@@ -281,11 +281,11 @@ def test_text_pairs_dataset():
     assert sorted(i for b in sampler for i in b) == [0, 1, 2]
 
 
-def test_padding_on_real_fsdd_durations(fsdd_dir):
+def test_padding_on_real_fsdd_durations(fsdd_corpus):
     cfg = FeatureConfig()
     from asr_s2s.features import feature_frames
 
-    lengths = [feature_frames(sf.info(str(f)).duration, cfg) for f in sorted(fsdd_dir.glob("*.wav"))]
+    lengths = [feature_frames(sf.info(str(f)).duration, cfg) for f in sorted(fsdd_corpus.glob("*.wav"))]
     s = LengthBucketSampler(lengths, max_frames=4000, seed=0)
     batches = list(s)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))

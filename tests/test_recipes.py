@@ -27,7 +27,7 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def test_fsdd_quick(tmp_path: Path, fsdd_dir: Path) -> None:
+def test_fsdd_quick(tmp_path: Path, fsdd_corpus: Path) -> None:
     out = tmp_path / "fsdd"
     r = recipe("fsdd", out, "--set", "max_steps=30")
     assert r.returncode == 0, r.stderr[-3000:]

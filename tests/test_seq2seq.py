@@ -11,7 +11,8 @@ import yaml
 
 from asr_s2s.seq2seq import (ATTENTIONS, EOS, PAD, SOS, DecoderConfig, Encoder, EncoderConfig, ModelConfig,
                              Seq2Seq)
-from s2s_helpers import audio_batch, overfit, pad_feats, single_thread, text_batch, tiny_config  # noqa: F401
+from s2s_helpers import (audio_batch, needs_onednn_bf16, overfit, pad_feats, single_thread,  # noqa: F401
+                         text_batch, tiny_config)
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -61,8 +62,9 @@ def test_conv_subsampling_padded_rows_equal_the_row_alone_forward_and_backward(f
         (alone * g[i : i + 1, :n]).sum().backward()
         torch.testing.assert_close(x.grad[i, : len(r)], xi.grad[0], atol=1e-5, rtol=1e-4)
         assert x.grad[i, len(r):].abs().sum() == 0
-    with torch.inference_mode():  # the in-place path without autograd gives the same
-        torch.testing.assert_close(sub(x.detach(), lengths)[0] * mask, out.detach() * mask, atol=0, rtol=0)
+    with torch.inference_mode():  # the in-place path without autograd gives the same (to rounding: oneDNN may
+        # pick another convolution algorithm for inference than for training)
+        torch.testing.assert_close(sub(x.detach(), lengths)[0] * mask, out.detach() * mask, atol=1e-5, rtol=1e-5)
 
 
 def test_conv_subsampling_inference_follows_weight_updates():
@@ -78,7 +80,7 @@ def test_conv_subsampling_inference_follows_weight_updates():
             enc.subsample.out.weight.mul_(scale)
         ref = enc.subsample(x, xl)[0].detach()  # gradients on: the permutation formed afresh
         with torch.inference_mode():
-            torch.testing.assert_close(enc.subsample(x, xl)[0] * real, ref * real, atol=0, rtol=0)
+            torch.testing.assert_close(enc.subsample(x, xl)[0] * real, ref * real, atol=1e-5, rtol=1e-5)
 
 
 # ---- padding invariance of the encoder -------------------------------------------------------------
@@ -224,14 +226,14 @@ def test_packed_linear_equals_linear(rows):
         lin(x, act="relu")
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
 def test_int8_linear_quantizes_per_row_and_hands_larger_batches_to_its_fallback():
     """Int8Linear stores each weight row as int8 times a bf16 scale (within half a step of the weight, the
     row's largest entry exact up to the scale's rounding), multiplies 1-2 rows in bf16 with fp32 results that
     match the dequantized weight's product to bf16 rounding (tanh and add as PackedLinear), and gives rows
     beyond INT8_MAX_ROWS to its fallback unchanged. An input size its kernel cannot take (not a multiple of 16:
-    garbage or a crash in torch 2.13) is refused."""
-    from asr_s2s.seq2seq.packed import INT8_MAX_ROWS, Int8Linear, PackedLinear, can_int8
+    garbage or a crash in torch 2.13) is refused. Decoding uses it only where oneDNN does bf16 (`can_int8`), but
+    its arithmetic is torch's on any CPU, so it is checked everywhere."""
+    from asr_s2s.seq2seq.packed import INT8_MAX_ROWS, Int8Linear, PackedLinear, can_int8, can_pack
 
     assert not can_int8(40) and not can_int8(64, "meta")
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -242,7 +244,8 @@ def test_int8_linear_quantizes_per_row_and_hands_larger_batches_to_its_fallback(
     w[7] *= 1000.0  # rows are scaled independently
     fallback = PackedLinear(w, b, min_elements=0)
     lin = Int8Linear(w, b, fallback=fallback)
-    assert can_int8(64) and lin.weight.dtype == torch.int8 and lin.scale.dtype == torch.bfloat16
+    assert can_int8(64) == can_pack(w, torch.bfloat16)
+    assert lin.weight.dtype == torch.int8 and lin.scale.dtype == torch.bfloat16
     deq = lin.dequantized()
     step = lin.scale.float()[:, None]
     assert torch.all((deq - w).abs() <= step / 2 + 1e-6 * w.abs())
@@ -507,16 +510,17 @@ def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_onednn_bf16)])
 def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
-    """In inference the CPU encoder's LSTM layers run on weights reordered for oneDNN once (packed.lstm_layer):
-    outputs and final states equal the plain run's bit for bit, with and without padding (bf16 under autocast, as
-    the bf16 encoder copy runs), and an in-place weight update is followed."""
+    """In inference the CPU encoder's LSTM layers run on weights reordered for oneDNN once (packed.lstm_layer)
+    where the CPU allows (else the plain run's kernels): outputs and final states equal the plain run's to
+    rounding (fp32) or bf16 rounding (bf16 under autocast, as the bf16 encoder copy runs), with and without
+    padding, and an in-place weight update is followed. Another kernel sums in another order: the paths are
+    compared within tolerance, not bit for bit."""
     from asr_s2s.seq2seq import packed
     from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
 
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("no native bf16 on this CPU")
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
     torch.manual_seed(0)
     rnn = make_rnn("lstm", 6, 8, 2, bidirectional=True).eval().to(dtype)
     x = torch.randn(4, 11, 6) * 3
@@ -530,12 +534,13 @@ def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
                 with torch.inference_mode():
                     assert packed.can_pack_lstm(rnn, x.to(dtype)) == packed.can_pack(rnn.weight_ih_l0, dtype)
                     out, final = run_rnn_padded(rnn, x, lengths)
-                assert torch.equal(out, ref.detach())
+                torch.testing.assert_close(out, ref.detach(), **tol)
+                assert out.abs().amax() > 0.05 and all(out[i, n:].abs().sum() == 0 for i, n in enumerate(lengths))
                 for a, b in zip(final, ref_final):
-                    assert torch.equal(a, b.detach())
+                    torch.testing.assert_close(a, b.detach(), **tol)
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+@needs_onednn_bf16
 @pytest.mark.parametrize("attention", ["location", "dot"])
 def test_bf16_autocast_training_step_matches_fp32_gradients(attention):
     """Training under bf16 autocast (config amp: bf16) runs forward and backward through every path,

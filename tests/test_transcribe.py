@@ -75,9 +75,9 @@ def test_timestamps():
     assert format_timestamp(36000.5) == "10:00:00,500"
 
 
-def test_hard_split_without_silence(fsdd_dir):
+def test_hard_split_without_silence(fsdd_corpus):
     """Speech with no pause longer than max_segment is cut at quiet points into pieces <= max_segment."""
-    wave, truth, _, _ = long_recording(fsdd_dir, 8, gaps=(0.0, 0.05), seed=3)
+    wave, truth, _, _ = long_recording(fsdd_corpus, 8, gaps=(0.0, 0.05), seed=3)  # tolerances set on the corpus
     src = _Source(wave, 8000)
     energy, hop = src.energies(VADConfig())
     segs = speech_segments(energy, 2.0)
@@ -104,7 +104,9 @@ def test_find_audio(tmp_path, clips):
 def test_model_meta_drives_segment_length(model):
     from asr_s2s.transcribe import model_max_segment
 
-    assert 1.0 < model_max_segment(model) < 3.0  # FSDD's longest training utterance (2.28 s)
+    # The longest training utterance, from the model file: FSDD's 2.28 s for the small test model, AN4's 6.3 s for
+    # the bundled default model (the test model where there is no FSDD corpus to train one).
+    assert model_max_segment(model) == float(model.meta["max_duration"]) and 1.0 < model_max_segment(model) < 10.0
 
 
 @pytest.mark.parametrize("fmt,subtype,rate,channels", [
@@ -146,11 +148,11 @@ def test_arrays_batches_and_single(model, clips, reference):
         model.transcribe(waves[0])
 
 
-def test_long_form_vad_and_text(model, fsdd_dir, tmp_path):
+def test_long_form_vad_and_text(model, fsdd_corpus, tmp_path):
     """20 real utterances with 0.5-1 s of noise between: one segment per utterance, within 0.15 s of
     where it was placed; the streamed, pooled, batched long-form path gives each segment the text
     that transcribing its audio span alone gives, joined in order."""
-    wave, truth, clips, labels = long_recording(fsdd_dir, 20)
+    wave, truth, clips, labels = long_recording(fsdd_corpus, 20)  # tolerances set on the corpus's held-out clips
     path = tmp_path / "long.flac"
     sf.write(str(path), wave, 8000)
     segs = list(iter_segments(path, 8000, max_segment=model_max_segment(model)))
@@ -243,21 +245,21 @@ def test_bundled_default_model_needs_no_flag(fsdd_dir):
     if not default_model_path().exists():
         pytest.skip("no bundled default model in this checkout")
     words = "zero one two three four five six seven eight nine".split()
-    files = [fsdd_dir / f"{d}_{spk}_{i}.wav" for d, spk, i in zip(range(10), ["george", "jackson", "lucas", "nicolas", "theo"] * 2, [0, 1, 2, 3, 4] * 2)]
+    files = [fsdd_dir / f"{d}_{spk}_{i}.wav" for d, spk, i in zip(range(10), ["jackson", "theo"] * 5, [0, 0, 1, 1] * 3)]
     res = _cli("--format", "json", "--precision", "fp32", *map(str, files))
     assert res.returncode == 0, res.stderr
     got = [json.loads(line)["text"] for line in res.stdout.splitlines()]
     assert len(got) == 10
     assert sum(g == words[i] for i, g in enumerate(got)) >= 9  # official test-split recordings (0-4)
     # The default precision (auto: bf16 where the CPU has it natively) and bf16 hear the same digits.
-    for opts in ([], ["--precision", "bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else []):
+    for opts in ([], ["--precision", "bf16"]):  # bf16 also where oneDNN only emulates it (slower, same digits)
         res = _cli("--format", "json", *opts, *map(str, files))
         assert res.returncode == 0, res.stderr
         assert [json.loads(line)["text"] for line in res.stdout.splitlines()] == got
 
 
 
-def test_bundled_default_model_reads_spelled_letters_and_numbers(an4_dir):
+def test_bundled_default_model_reads_spelled_letters_and_numbers(an4_corpus):
     """The default model also knows AN4 (letters, numbers, command words): 16 utterances of the
     held-out dev speakers (never trained on), from their original 16 kHz SPHERE files."""
     import jiwer
@@ -268,8 +270,8 @@ def test_bundled_default_model_reads_spelled_letters_and_numbers(an4_dir):
 
     if not default_model_path().exists():
         pytest.skip("no bundled default model in this checkout")
-    texts = dict(parse_transcription(an4_dir / "etc" / "an4_train.transcription"))
-    files = sorted(p for spk in DEV_SPEAKERS_74[:4] for p in (an4_dir / "wav" / "an4_clstk" / spk).glob("*.sph"))[::3][:16]
+    texts = dict(parse_transcription(an4_corpus / "etc" / "an4_train.transcription"))
+    files = sorted(p for spk in DEV_SPEAKERS_74[:4] for p in (an4_corpus / "wav" / "an4_clstk" / spk).glob("*.sph"))[::3][:16]
     assert len(files) == 16
     model = load_model()
     got = [t.text for t in model.transcribe(files)]

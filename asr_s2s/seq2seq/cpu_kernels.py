@@ -1,6 +1,6 @@
 """Compiled kernels for decoding in bf16 where the CPU has AVX512-BF16: the parts of a decode that are chains of
 small products and element-wise ops, which torch's kernels (oneDNN's) run well below what the arithmetic and the
-caches allow (bench/RESULTS.md, thirteenth session):
+caches allow (measured: bench/RESULTS.md at 577362c, thirteenth session):
 - the encoder's LSTM layers (`lstm_layer_b1`): oneDNN's step costs ~10 us per layer and direction (H = 256, one
   thread), twice what reading the 0.5 MB of recurrent weights from L2 costs. Here a step makes one pass over the
   recurrent weights and applies the gates per block of 16 hidden units while their sums are in registers
@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .packed import cpu_native_bf16
 
 SOURCE = Path(__file__).with_name("lstm_bf16.c")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-shared", "-fPIC", "-std=gnu11",
@@ -82,7 +84,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None, f"turned off by {ENV_SWITCH}=0"
     cpu = getattr(torch, "cpu", None)
-    if cpu is None or not getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if not cpu_native_bf16() or not getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
         return None, "the CPU has no AVX512-BF16"
     cc = _compiler()
     if cc is None:
@@ -186,7 +188,7 @@ class LocationStep:
     its output layer) as one kernel call: the query, location, gate and combine products on bf16 weights (inputs
     rounded to bf16, fp32 sums), the attention and the cell in fp32; with torch on 2+ threads the hypotheses are
     shared between two. In torch the step is a chain of ~25 small ops, each slower than its arithmetic at these
-    sizes (bench/RESULTS.md, tenth and thirteenth sessions).
+    sizes (bench/RESULTS.md at 577362c, tenth and thirteenth sessions).
 
     Weights: w_query2 (A, H) = 2 W_query; w_gates (4H, V + H): the gates' [context; h] part; w_comb (D, H + V),
     b_comb (D,): the combine layer; conv (C, 2, KW): the location conv; loc2 (C, A), v2 (A,): the attention's

@@ -134,8 +134,8 @@ class Conv2dSubsampling(nn.Module):
         # Channels-last (NHWC) activations and weights: oneDNN's convolutions run ~1.8x faster forward and
         # backward than on NCHW here (measured on AN4 batches, (68, 1, 291, 80) -> (68, 32, 73, 20)). The input
         # gets channels-last strides explicitly: with one channel, .contiguous(channels_last) keeps NCHW strides,
-        # so the first conv ran NCHW and its output was re-laid out for the second (subsampling forward+backward
-        # on a (40, 1, 290, 80) batch: 98.5 -> 81.7 ms; batch 1 bf16 forward 655 -> 519 us, one-off timings).
+        # so the first conv would run NCHW and its output be re-laid out for the second (explicit strides take
+        # subsampling forward+backward on a (40, 1, 290, 80) batch from 98.5 to 81.7 ms, one-off timings).
         h = x.unsqueeze(3).permute(0, 3, 1, 2)  # (B, 1, T, F), strides (T*F, 1, F, 1)
         # Padding must not reach a real output (nor its gradient). Without padding there is nothing to do, which
         # is known without a device sync on CPU. With padding, each stage's input is masked, as ReLU(bias) makes
@@ -293,8 +293,8 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
     (a gather), its finals are read from the outputs.
 
     In inference an LSTM runs this way also without padding, each layer and direction on weights reordered for
-    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results bit for bit, and at
-    batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
+    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results up to summation
+    order, and at batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
     One utterance of a bf16 LSTM in inference runs on cpu_kernels' compiled layer instead, where it is available
     (0.46x oneDNN's time for the layers on 2 threads, 0.67x on one; equal to it up to bf16 rounding).
     -> states (B, T, dirs*H) zero past each length, final ((layers*dirs, B, H), or an (h, c) pair for LSTM)."""

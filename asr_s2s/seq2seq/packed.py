@@ -20,12 +20,29 @@ cache outside the module (`derived`, used by Decoder._search_weights), never in 
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from typing import Any, Callable, Hashable, Iterable
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+
+NATIVE_BF16_ENV = "ASR_S2S_NATIVE_BF16"  # "0": act as on a CPU without native bf16
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16 decoding is the faster
+    one. ``ASR_S2S_NATIVE_BF16=0`` makes it False, as on a CPU without them, so that the fp32 defaults and the
+    fallbacks that such CPUs run can be run and tested on one that has them (see README on running the tests)."""
+    # Asked once per process: every search resolves its precision.
+    if os.environ.get(NATIVE_BF16_ENV, "1") == "0":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,7 +154,8 @@ class Int8Linear:
     int8 kernel (~19 GMAC/s per thread, no fixed cost to speak of) beats oneDNN's packed bf16 product (~20 us
     of fixed cost). But it computes row by row: it wins only up to ~2 rows (2 threads, (N x 832) @ (832 x
     1280): 34 vs 43 us at 1 row, 45 vs 44 at 2, 234 vs 110 at 16). So x of more than INT8_MAX_ROWS rows goes
-    to `fallback` (the same map at another precision) when one is given (bench/RESULTS.md, tenth landing)."""
+    to `fallback` (the same map at another precision) when one is given (measured: bench/RESULTS.md at 577362c,
+    tenth landing)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, fallback: Callable[..., Tensor] | None = None
                  ) -> None:
@@ -173,7 +191,7 @@ class Int8Linear:
 # nn.LSTM on CPU runs each layer and direction as one oneDNN call that first reorders both weight matrices into
 # oneDNN's layout: ~100 us (bf16) to ~200 us (fp32) per call for a 512 -> 256 layer, whatever the batch, against
 # ~7.6 us per time step at batch 1 (one-off timings). In inference the reordered weights are kept (what
-# TorchInductor's CPU freezing does for this op); the results are the same bit for bit (tests).
+# TorchInductor's CPU freezing does for this op); the results are the same up to summation order (tests).
 
 
 def can_pack_lstm(rnn: torch.nn.Module, x: Tensor) -> bool:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import itertools
 import math
 import warnings
@@ -53,7 +52,7 @@ from torch import Tensor, nn
 
 from .encoder import EncoderOutput
 from .model import EOS, PAD, SOS
-from .packed import derived
+from .packed import cpu_native_bf16, derived
 from .scorers import CTCPrefixScorer, FullScorer
 
 LENGTH_NORMS = ("none", "length", "gnmt")
@@ -116,15 +115,7 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether `device` does bf16 arithmetic in hardware, where bf16 decoding is the faster one: an x86 CPU with
     AVX512-BF16 or AMX. (oneDNN also runs bf16 on plain AVX-512 by emulation, where it is not faster; GPUs are not
     measured yet.)"""
-    return torch.device(device).type == "cpu" and _cpu_native_bf16()
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_native_bf16() -> bool:
-    # Asked once per process: every search resolves its precision.
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
+    return torch.device(device).type == "cpu" and cpu_native_bf16()
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
