@@ -5,3 +5,4 @@ runtime (export.py, which loads without torch) all read them from one place."""
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<sos>", "<eos>", "<unk>")  # their pieces, in id order
+CTC_BLANK = PAD  # <pad> never occurs inside a target, so it doubles as the CTC blank

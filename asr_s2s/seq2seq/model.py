@@ -10,11 +10,10 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from ..tokens import EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
+from ..tokens import CTC_BLANK, EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig, EncoderOutput
 
-CTC_BLANK = PAD  # <pad> never occurs inside a target, so it doubles as the CTC blank
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from .model import CTC_BLANK, EOS, SOS
+from ..tokens import CTC_BLANK, EOS, SOS
 
 NEG_INF = float("-inf")
 
