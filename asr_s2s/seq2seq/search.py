@@ -30,8 +30,8 @@ the encoder's bf16 (not measured here; expect it slower than fp32).
 "int8" (opt-in, CPUs with native bf16) is "bf16" plus weight-only int8 for the LSTM/location decoder's gate,
 query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`), which are faster
 than the packed bf16/fp32 products at one or two rows: batch-1 greedy decoding of the reference model took
-0.89-0.93x bf16's time, AN4 dev WER within 0.2 points of bf16's (bench/RESULTS.md, tenth and eleventh
-landings); wider steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
+0.89-0.93x bf16's time, AN4 dev WER within 0.2 points of bf16's (git show 577362c:bench/RESULTS.md);
+wider steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
 Where the compiled kernels of cpu_kernels are available (AVX512-BF16 and a C compiler), "bf16" and "int8" both
 run the encoder's LSTM layers of a lone utterance and every step of the LSTM/location decoder on them instead:
 bf16 products (query, gate and combine too), the attention and the cell in fp32, in one call per step.
@@ -125,7 +125,7 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     Why transcription defaults to "auto": on the AVX512-BF16 development machine bf16 greedy decoding of AN4 dev
     with the reference model took 0.83-0.90x the time of fp32 at batch 1 and 0.64-0.71x at batch 16, and the
     bundled default model transcribed a 10-minute recording in 0.79x the time, with the same WER and CER on AN4
-    dev and FSDD test in both precisions (bench/RESULTS.md, ninth landing)."""
+    dev and FSDD test in both precisions (git show 577362c:bench/RESULTS.md)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not native_bf16(device):
