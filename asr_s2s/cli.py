@@ -299,7 +299,8 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
             vocabulary_constraint(model.tokenizer, vocabulary, args.vocabulary_mode or base.vocabulary_mode,
                                   source=str(args.vocabulary))
         options = choose_options(base.replace(**defaults), **defaults,
-            beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None, lm_weight=args.lm_weight,
+            beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None,
+            lm_weight=args.lm_weight if args.lm_weight is not None or not args.lm else DEFAULT_LM_WEIGHT,
             length_bonus=args.length_bonus, length_norm=args.length_norm, vocabulary=vocabulary,
             vocabulary_mode=args.vocabulary_mode, precision=args.precision)
         if options.ctc_weight > 0 and getattr(model.seq2seq, "ctc", None) is None:
@@ -308,6 +309,10 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
     except (ValueError, OSError) as err:
         raise UsageError(one_line(err)) from None
     return options
+
+
+# An --lm without --lm-weight is meant to be used: a common starting weight for shallow fusion (tune it on dev).
+DEFAULT_LM_WEIGHT = 0.3
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
@@ -319,7 +324,8 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beam", type=positive_int, help="hypotheses kept per utterance (1: greedy)")
     g.add_argument("--ctc-weight", type=unit_interval, metavar="W",
                    help="weight of the CTC head's prefix score (0: attention only, 1: CTC only)")
-    g.add_argument("--lm", type=model_file, metavar="FILE", help="language model file from `asr-s2s train-lm`")
+    g.add_argument("--lm", type=model_file, metavar="FILE",
+                   help=f"language model file from `asr-s2s train-lm` (weight {DEFAULT_LM_WEIGHT} unless --lm-weight)")
     g.add_argument("--lm-weight", type=non_negative_float, metavar="W", help="weight of the language model")
     g.add_argument("--length-bonus", type=finite_float, metavar="G", help="added to a hypothesis's score per token")
     g.add_argument("--length-norm", choices=("none", "length", "gnmt"),
