@@ -224,17 +224,21 @@ class _Source:
         power = np.concatenate(out) if out else np.zeros(0, np.float32)
         return 10.0 * np.log10(power.astype(np.float64) + 1e-10), hop
 
-    def cut(self, spans: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    def cut(self, spans: list[tuple[int, int]], block_frames: int | None = None) -> Iterator[np.ndarray]:
         """Pass 2: the audio of each ``[start, end)`` sample span (sorted, non-overlapping), streamed."""
+        block_frames = block_frames or int(BLOCK_SECONDS * self.rate)
         buf, buf_start, k = np.zeros(0, dtype=np.float32), 0, 0
-        for block in self.blocks(int(BLOCK_SECONDS * self.rate)):
+        for block in self.blocks(block_frames):
             buf = np.concatenate([buf, block])
             while k < len(spans) and buf_start + buf.shape[0] >= spans[k][1]:
                 s, e = spans[k]
                 yield buf[s - buf_start : e - buf_start].copy()
                 k += 1
             keep_from = spans[k][0] if k < len(spans) else buf_start + buf.shape[0]
-            buf, buf_start = buf[max(0, keep_from - buf_start) :], max(buf_start, keep_from)
+            # Drop only what was read: when the next span starts beyond this buffer, buf_start must stay
+            # at the first unread sample (jumping to keep_from would shift every later segment's audio).
+            drop = min(max(0, keep_from - buf_start), buf.shape[0])
+            buf, buf_start = buf[drop:], buf_start + drop
         while k < len(spans):  # spans past a short read (cannot happen after the frame check)
             s, e = spans[k]
             yield buf[max(0, s - buf_start) : max(0, e - buf_start)].copy()

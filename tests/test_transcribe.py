@@ -88,6 +88,24 @@ def test_hard_split_without_silence(fsdd_dir):
     assert spans[0][0] < truth[0][0] + 0.15 and spans[-1][1] > truth[-1][1] - 0.15
 
 
+def test_cut_streams_the_right_audio_across_blocks(tmp_path):
+    """Pass 2 returns exactly the samples of each span, from an array or a file, whatever the block size;
+    in particular when the gap before a span covers whole blocks (a regression: the reader used to jump
+    to the next span's start without reading up to it, so every later segment got shifted audio)."""
+    rng = np.random.default_rng(0)
+    wave = rng.uniform(-0.5, 0.5, 50_000).astype(np.float32)
+    spans = [(10, 900), (950, 1000), (5_000, 7_500), (31_000, 31_100), (31_100, 40_000), (49_990, 50_000)]
+    path = tmp_path / "noise.wav"
+    sf.write(str(path), wave, 8000, subtype="FLOAT")
+    for item, rate in ((wave, 8000), (path, None)):
+        src = _Source(item, rate)
+        for block in (7, 1000, 4096, 60_000):
+            got = list(src.cut(spans, block_frames=block))
+            assert len(got) == len(spans)
+            for (s, e), x in zip(spans, got):
+                np.testing.assert_array_equal(x, wave[s:e], err_msg=f"{item!s:.20} block {block} span {s}-{e}")
+
+
 def test_find_audio(tmp_path, clips):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for i, c in enumerate(clips[:3]):
