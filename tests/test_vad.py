@@ -92,6 +92,18 @@ def test_cli_refuses_silero_when_missing(recording, monkeypatch, capsys, tmp_pat
     assert "--vad silero needs the silero-vad package" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", [pytest.param("silero", marks=needs_silero), "energy"])
+def test_non_finite_long_file_names_the_file(method, tmp_path):
+    from asr_s2s.audio import AudioError
+
+    wave = np.random.default_rng(0).normal(0, 0.01, 8000 * 40).astype(np.float32)
+    wave[8000 * 35] = np.nan  # in the second 30 s block
+    path = tmp_path / "broken.wav"
+    sf.write(str(path), wave, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"broken\.wav.*non-finite"):
+        list(iter_segments(path, 8000, max_segment=6.0, vad=method))
+
+
 def test_bad_vad_settings_are_refused():
     with pytest.raises(ValueError, match="VAD method"):
         VADConfig(method="webrtc")
