@@ -113,10 +113,11 @@ def test_bad_vad_settings_are_refused():
 
 @needs_silero
 def test_loading_silero_keeps_the_thread_setting():
-    """silero_vad sets torch to one thread for the whole process when imported; loading it through
-    asr_s2s must leave the caller's setting alone (a fresh process: the model loads once per process)."""
-    code = ("import torch; torch.set_num_threads(2); from asr_s2s.vad import silero_model; silero_model(); "
-            "print(torch.get_num_threads())")
+    """silero_vad sets torch to one thread for the whole process when imported, and the VAD runs on one
+    thread; loading and running it through asr_s2s must leave the caller's setting alone (a fresh process:
+    the model loads once per process)."""
+    code = ("import numpy, torch; torch.set_num_threads(2); from asr_s2s.vad import silero_model, speech_probabilities; "
+            "silero_model(); speech_probabilities([numpy.zeros(4000, numpy.float32)], 8000); print(torch.get_num_threads())")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "2"
