@@ -65,15 +65,17 @@ def speech_probabilities(blocks: Iterable[np.ndarray], rate: int) -> tuple[np.nd
         import soxr
 
         stream = soxr.ResampleStream(rate, vad_rate, 1, dtype="float32", quality="HQ")
-    probs: list[float] = []
+    probs: list[np.ndarray] = []  # one float32 array per block: 4 bytes per window
     rest = np.zeros(0, dtype=np.float32)
 
     def feed(x: np.ndarray) -> np.ndarray:
         x = np.concatenate([rest, x])
         m = x.shape[0] // window
         frames = torch.from_numpy(np.ascontiguousarray(x[: m * window])).reshape(m, window)
+        out = np.empty(m, dtype=np.float32)
         for k in range(m):  # the model is stateful: one window per call, in order
-            probs.append(float(model(frames[k], vad_rate)))
+            out[k] = float(model(frames[k], vad_rate))
+        probs.append(out)
         return x[m * window :]
 
     threads = torch.get_num_threads()
@@ -93,7 +95,7 @@ def speech_probabilities(blocks: Iterable[np.ndarray], rate: int) -> tuple[np.nd
     finally:
         model.reset_states()
         torch.set_num_threads(threads)
-    return np.asarray(probs, dtype=np.float32), window / vad_rate
+    return (np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)), window / vad_rate
 
 
 __all__ = ["silero_available", "silero_model", "speech_probabilities", "SILERO_RATE", "INSTALL_HINT"]
