@@ -137,6 +137,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         return 2
     if not found:  # nothing to do at all: a usage error, not a per-file failure
         return 2
+    from .vad import INSTALL_HINT, silero_available
+
+    if args.vad == "silero" and not silero_available():
+        print(f"error: --vad silero needs the silero-vad package, which is not installed: {INSTALL_HINT}", file=sys.stderr)
+        return 2
     from .model import default_model_path, load_model
 
     if args.model is None and not default_model_path().exists():
@@ -156,7 +161,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(found), unit="file", file=sys.stderr, disable=True if len(found) < 2 else None)
     options = _decode_options(args, model, max_len_ratio=1.5)
     for idx, res in iter_transcripts(model, [f.path for f in found], batch_size=args.batch_size,
-                                     long_form=not args.no_long_form, errors="skip", options=options):
+                                     long_form=not args.no_long_form, errors="skip", options=options, vad=args.vad):
         bar.update(1)
         item = found[idx]
         if isinstance(res, Exception):
@@ -431,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the decoder's large products on int8 weights; auto (default): bf16 on CPUs with native "
                         "bf16 (AVX512-BF16 or AMX), fp32 elsewhere")
     p.add_argument("--no-long-form", action="store_true", help="never split long recordings at silences")
+    p.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto",
+                   help="how long recordings are split: silero (a trained detector, from the silero-vad package), "
+                        "energy (an adaptive energy threshold), auto (default: silero when installed, else energy)")
     _add_decoding_flags(p)
     p.set_defaults(func=_cmd_transcribe)
 

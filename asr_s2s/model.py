@@ -22,6 +22,7 @@ from .transcribe import Segment, Transcript, transcribe_inputs  # noqa: F401  (S
 
 if TYPE_CHECKING:
     from .decoding import DecodeOptions
+    from .transcribe import VADConfig
 
 FORMAT = "asr-s2s/1"
 BUNDLED = Path(__file__).resolve().parent / "assets"
@@ -150,7 +151,8 @@ class ASRModel(nn.Module):
 
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
                    beam: int | None = None, batch_size: int = 16, long_form: bool = True, precision: str = "auto",
-                   options: "DecodeOptions | None" = None, **decoding: Any) -> Union[Transcript, list[Transcript]]:
+                   options: "DecodeOptions | None" = None, vad: "VADConfig | str | None" = None, **decoding: Any
+                   ) -> Union[Transcript, list[Transcript]]:
         """Transcribe files or arrays (arrays need ``sample_rate``). One input gives one Transcript,
         a list gives a list. Recordings longer than the model's training utterances are split at
         silences (see :mod:`asr_s2s.transcribe`).
@@ -164,7 +166,8 @@ class ASRModel(nn.Module):
         product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the default) does so where the CPU
         has native bf16 and stays fp32 elsewhere; "fp32" never does; "int8" is bf16 plus int8 weights in that
         decoder's batch-1 steps. Long recordings decode at most 1.5 tokens per encoder frame unless
-        ``max_len_ratio`` says otherwise."""
+        ``max_len_ratio`` says otherwise. ``vad``: how long recordings are split, "silero", "energy" or a
+        :class:`asr_s2s.transcribe.VADConfig` (default: silero when silero-vad is installed, else energy)."""
         from .decoding import choose_options
 
         decoding.setdefault("max_len_ratio", 1.5)
@@ -173,7 +176,7 @@ class ASRModel(nn.Module):
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
         results = transcribe_inputs(self, items, sample_rate=sample_rate, batch_size=batch_size,
-                                    long_form=long_form, options=opts)
+                                    long_form=long_form, options=opts, vad=vad)
         return results[0] if single else results
 
     def translate(self, sentences: Sequence[str], beam: int = 1, batch_size: int = 64) -> list[str]:

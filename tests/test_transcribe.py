@@ -88,6 +88,24 @@ def test_hard_split_without_silence(fsdd_corpus):
     assert spans[0][0] < truth[0][0] + 0.15 and spans[-1][1] > truth[-1][1] - 0.15
 
 
+def test_cut_streams_the_right_audio_across_blocks(tmp_path):
+    """Pass 2 returns exactly the samples of each span, from an array or a file, whatever the block size;
+    in particular when the gap before a span covers whole blocks (a regression: the reader used to jump
+    to the next span's start without reading up to it, so every later segment got shifted audio)."""
+    rng = np.random.default_rng(0)
+    wave = rng.uniform(-0.5, 0.5, 50_000).astype(np.float32)
+    spans = [(10, 900), (950, 1000), (5_000, 7_500), (31_000, 31_100), (31_100, 40_000), (49_990, 50_000)]
+    path = tmp_path / "noise.wav"
+    sf.write(str(path), wave, 8000, subtype="FLOAT")
+    for item, rate in ((wave, 8000), (path, None)):
+        src = _Source(item, rate)
+        for block in (7, 1000, 4096, 60_000):
+            got = list(src.cut(spans, block_frames=block))
+            assert len(got) == len(spans)
+            for (s, e), x in zip(spans, got):
+                np.testing.assert_array_equal(x, wave[s:e], err_msg=f"{item!s:.20} block {block} span {s}-{e}")
+
+
 def test_find_audio(tmp_path, clips):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for i, c in enumerate(clips[:3]):
@@ -149,8 +167,8 @@ def test_arrays_batches_and_single(model, clips, reference):
 
 
 def test_long_form_vad_and_text(model, fsdd_corpus, tmp_path):
-    """20 real utterances with 0.5-1 s of noise between: one segment per utterance, within 0.15 s of
-    where it was placed; the streamed, pooled, batched long-form path gives each segment the text
+    """20 real utterances with 0.5-1 s of noise between: one segment per utterance, within 0.2 s of
+    where it was placed (the default VAD, silero, ends a segment ~0.06 s after the speech on average); the streamed, pooled, batched long-form path gives each segment the text
     that transcribing its audio span alone gives, joined in order."""
     wave, truth, clips, labels = long_recording(fsdd_corpus, 20)  # tolerances set on the corpus's held-out clips
     path = tmp_path / "long.flac"
@@ -158,7 +176,7 @@ def test_long_form_vad_and_text(model, fsdd_corpus, tmp_path):
     segs = list(iter_segments(path, 8000, max_segment=model_max_segment(model)))
     assert len(segs) == len(truth)
     for (s, e, _), (ts, te) in zip(segs, truth):
-        assert abs(s - ts) < 0.15 and abs(e - te) < 0.15, (s, e, ts, te)
+        assert abs(s - ts) < 0.2 and abs(e - te) < 0.2, (s, e, ts, te)
     long = model.transcribe(path, batch_size=4)  # several pooled batches
     alone = [t.text for t in model.transcribe([w for _, _, w in segs], sample_rate=8000, batch_size=1)]
     assert long.text == " ".join(a for a in alone if a)
