@@ -105,6 +105,19 @@ def test_deterministic_per_seed_and_different_across_seeds(part: str, sec: dict,
     assert any(not np.array_equal(out_a[i], a(waves[i], 4, i)) for i in out_a)
 
 
+def test_the_global_random_streams_are_left_alone(waves: list[np.ndarray]) -> None:
+    """Dropout, SpecAugment and speed perturbation draw from the global RNGs: augmentation must not move them,
+    or turning it on would change those draws too (and a resume would have to replay it)."""
+    import random
+
+    aug = augmenter(ALWAYS, waves)  # the room bank is simulated inside the loop below, on first use
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    for i, w in enumerate(waves):
+        aug(w, 0, i)
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
+
+
 def test_one_part_probability_leaves_the_others_draws_alone(waves: list[np.ndarray]) -> None:
     a = augmenter({"gain": {"p": 0.5}, "noise": {"p": 0.5}}, waves)
     b = augmenter({"gain": {"p": 0.5}, "noise": {"p": 0.9}}, waves)
