@@ -356,7 +356,16 @@ def codec(wave: np.ndarray, sr: int, fmt: str, quality: float) -> np.ndarray:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     scale = 0.9 / peak if peak > 0.9 else 1.0  # the encoders take [-1, 1]: avoid clipping a boosted waveform
     buf = io.BytesIO()
-    sf.write(buf, wave * scale, sr, format=container, subtype=subtype, compression_level=float(quality))
+    try:
+        sf.write(buf, wave * scale, sr, format=container, subtype=subtype, compression_level=float(quality))
+    except sf.LibsndfileError:
+        # libsndfile's LAME wrapper refuses some levels at and just below 1 (1.0 and 0.99994 failed, 0.9999 and every
+        # multiple of 0.005 up to 0.995 passed, at 8-44.1 kHz): those take 0.99, the nearest level known to work.
+        # (Retried rather than clamped up front so that every level that works keeps its exact bit rate.)
+        if quality <= 0.99:
+            raise
+        buf = io.BytesIO()
+        sf.write(buf, wave * scale, sr, format=container, subtype=subtype, compression_level=0.99)
     buf.seek(0)
     y, _ = sf.read(buf, dtype="float32")
     return _fit(y, wave.size) / scale

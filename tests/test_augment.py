@@ -65,6 +65,15 @@ def test_room_impulse_responses_start_at_the_direct_path(waves: list[np.ndarray]
     assert all(np.array_equal(a, b) for a, b in zip(aug.rirs, again.rirs))
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+@pytest.mark.parametrize("quality", [0.0, 0.99994, 1.0])
+def test_codec_takes_every_quality_of_its_range(fmt: str, quality: float, waves: list[np.ndarray]) -> None:
+    """libsndfile refuses an MP3 compression level of 1 (and 0.99994, drawn in a real run): the whole range works."""
+    aug = augmenter({"codec": {"p": 1.0, "formats": [fmt], "quality": [quality, quality]}}, waves)
+    y = aug(waves[0], 0, 0)
+    assert y.shape == waves[0].shape and np.all(np.isfinite(y))
+
+
 def test_noise_is_mixed_at_the_drawn_snr(waves: list[np.ndarray]) -> None:
     aug = augmenter({"noise": {"p": 1.0, "snr_db": [10, 10], "sources": ["colored"]}}, waves)
     w = waves[0]
