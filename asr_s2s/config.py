@@ -36,6 +36,8 @@ class DataConfig:
     num_workers: int = 0
     cache_dir: Optional[str] = None  # feature cache; default EXPDIR/feats
     speed_perturb: bool = False
+    # Waveform augmentation of the training split (asr_s2s.augment): {part: {p: ..., ...}}; empty = off.
+    augment: dict = field(default_factory=dict)
     spec_augment: bool = True
     freq_masks: int = 2
     freq_width: int = 15
@@ -223,6 +225,9 @@ def check_values(cfg: TrainConfig) -> TrainConfig:
                                                         and (v < high if high_open else v <= high))
         if not ok:
             raise ValueError(f"config {key} must be {want}, got {v!r}")
+    from .augment import AugmentConfig  # numpy only: the parts' libraries load when a part first runs
+
+    AugmentConfig.from_dict(cfg.data.augment)  # ValueError naming the key, e.g. data.augment.noise.p
     if cfg.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(cfg.device)):
         raise ValueError(f"config device: {cfg.device!r} must be auto, cpu, cuda, cuda:N or mps")
     return cfg

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import AudioError, load_audio
+from .augment import AugmentConfig, Augmenter
 from .features import FeatureConfig, LogMel, feature_frames
 from .manifest import (  # noqa: F401  (re-exported: data.py is the documented home of the data API)
     ManifestEntry,
@@ -244,12 +245,16 @@ class AudioDataset(Dataset):
     Audio is loaded with :func:`asr_s2s.audio.load_audio` (honouring ``offset``/``duration``) at
     ``feature_cfg.sample_rate``, optionally speed-perturbed (resampling, pitch changes with tempo, the Kaldi
     recipe: a factor drawn uniformly from ``speed_perturb`` per item with torch's RNG, so DataLoader workers
-    differ), then turned into log-mel with :class:`asr_s2s.features.LogMel`.
+    differ), optionally augmented (``augment``: an :class:`asr_s2s.augment.AugmentConfig`; each item's draws
+    come from ``(augment_seed, epoch, index)`` — call :meth:`set_epoch` before each epoch — so workers, their
+    order and a resume never change them), then turned into log-mel with :class:`asr_s2s.features.LogMel`.
 
     ``cache_dir``: unperturbed features are stored as ``.npy`` keyed by (file path, mtime, size, offset,
     duration, feature config) — edited audio or a changed config never hits a stale entry — and written
     atomically (temp file + rename) so concurrent workers and killed runs leave no torn files; an unreadable
-    cache file is recomputed.  Perturbed copies bypass the cache.
+    cache file is recomputed.  Perturbed copies bypass the cache: features of clean audio cannot carry a
+    waveform augmentation, so an item whose draw applies any augmentation part (or a speed other than 1) is
+    computed from its waveform, and one whose draw applies none still comes from the cache.
 
     ``on_error``: ``"raise"`` (default) lets the :class:`~asr_s2s.audio.AudioError` naming the file
     propagate; ``"skip"`` logs it and returns ``None``, which :func:`collate_audio` drops and counts in
@@ -265,6 +270,8 @@ class AudioDataset(Dataset):
         speed_perturb: Sequence[float] | None = None,
         sample_rate: int | None = None,
         on_error: str = "raise",
+        augment: AugmentConfig | None = None,
+        augment_seed: int = 0,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -286,6 +293,15 @@ class AudioDataset(Dataset):
         self._cfg_hash = hashlib.sha1(f"{CACHE_VERSION}|{cfg_json}".encode()).hexdigest()[:16]
         self.cache_hits = 0
         self.cache_misses = 0
+        self.epoch = 0
+        self.augmenter: Augmenter | None = None
+        if augment is not None and augment.active:
+            self.augmenter = Augmenter(augment, self.sample_rate, augment_seed, other_wave=self._other_wave,
+                                       num_items=len(self.entries))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation draws the next items get (set before a DataLoader starts its workers)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -365,6 +381,14 @@ class AudioDataset(Dataset):
             )
         return wave
 
+    def _other_wave(self, index: int) -> np.ndarray:
+        """Another utterance's clean waveform ``(M,)`` for babble / non-speech noise (empty if unreadable: no noise)."""
+        try:
+            return self.load_wave(index).numpy()
+        except (AudioError, OSError) as exc:
+            log.warning("noise source %s unreadable: %s", self.entries[index].audio_filepath, exc)
+            return np.zeros(0, np.float32)
+
     def compute_features(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             feats, _ = self.frontend(wave[None], torch.tensor([wave.shape[0]]))
@@ -390,8 +414,13 @@ class AudioDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         e = self.entries[index]
         speed = self._pick_speed()
+        plan = self.augmenter.plan(self.epoch, index) if self.augmenter is not None else {}
         try:
-            feats = self.features(index, speed)
+            if plan:
+                wave = self.augmenter.apply(self.load_wave(index, speed).numpy(), plan)
+                feats = self.compute_features(torch.from_numpy(wave))
+            else:
+                feats = self.features(index, speed)
         except (AudioError, OSError) as exc:
             if not isinstance(exc, AudioError):  # e.g. file vanished between manifest check and now
                 exc = AudioError(e.audio_filepath, f"{type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from .augment import AugmentConfig
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import AudioDataset, LengthBucketSampler, TextPairDataset, collate_audio, collate_text
@@ -96,8 +97,11 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
             _say(rank, f"dev manifest: skipped {dev_report.skipped} entries\n{dev_report.summary()}")
         dev_entries = dev_entries[: d.max_dev] if d.max_dev else dev_entries
     cache = Path(d.cache_dir) if d.cache_dir else out / "feats"
+    augment = AugmentConfig.from_dict(d.augment)
+    # The training split only: dev scoring (evaluate_entries) reads its own manifest, never through this set.
     train_set = AudioDataset(train_entries, tok, cfg.features, cache_dir=cache,
-                             speed_perturb=(0.9, 1.0, 1.1) if d.speed_perturb else None, on_error="skip")
+                             speed_perturb=(0.9, 1.0, 1.1) if d.speed_perturb else None, on_error="skip",
+                             augment=augment if augment.active else None, augment_seed=cfg.seed)
     sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed, num_replicas=1, rank=0)
     cmvn_stats = None
     if d.cmvn == "global" and not resume:

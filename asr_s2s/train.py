@@ -325,6 +325,8 @@ class Trainer:
         # RNG: a resume in mid-epoch would make one extra draw and shift every later dropout/SpecAugment
         # mask. A generator of its own (seed, epoch) keeps the global stream exactly as in an unbroken run.
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if hasattr(self.data.train_set, "set_epoch"):  # waveform augmentation draws from (seed, epoch, item)
+            self.data.train_set.set_epoch(epoch)
         loader = DataLoader(self.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
                             collate_fn=self.data.collate, persistent_workers=False, generator=gen)
         model = self.ddp or self.model

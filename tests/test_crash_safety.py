@@ -290,6 +290,37 @@ def test_sigkill_at_random_points_then_resume_is_exact(setup_dir: Path, referenc
     assert_same_weights(reference, exp, seed)
 
 
+AUGMENT = ("augment: {noise: {p: 0.5}, gain: {p: 0.5}, vtlp: {p: 0.3}, reverb: {p: 0.3, rooms: 4}, "
+           "telephone: {p: 0.2}, codec: {p: 0.2}}")
+
+
+@pytest.fixture(scope="module")
+def augmented_dir(setup_dir: Path, tmp_path_factory) -> Path:
+    """The same data and config with waveform augmentation on (asr_s2s.augment), and its uninterrupted run."""
+    d = tmp_path_factory.mktemp("crash_aug")
+    (d / "train.jsonl").write_text((setup_dir / "train.jsonl").read_text())
+    config = CONFIG.replace("time_width: 0.05}", "time_width: 0.05, " + AUGMENT + "}")
+    assert config != CONFIG
+    (d / "tiny.yaml").write_text(config)
+    run_inprocess(d, d / "reference")
+    return d
+
+
+def test_sigkill_with_augmentation_then_resume_is_exact(augmented_dir: Path, reference: Path) -> None:
+    """A resumed run draws the same augmentations as an uninterrupted one: killed in mid epoch and resumed,
+    it ends with the uninterrupted augmented run's weights, bit for bit (and not with the plain run's)."""
+    seed = crash_seed()
+    rng = random.Random(seed)
+    a = rng.randrange(1, MAX_STEPS // 2)
+    b = rng.randrange(a + CKPT_EVERY, MAX_STEPS - 1)
+    exp = augmented_dir / f"killed-{seed}"
+    observed = crash_and_resume(augmented_dir, exp, [("ckpt_write", a), ("step", b)], seed)
+    assert len(observed) == 2, f"[seed {seed}] not every kill landed: {observed}"
+    assert_same_weights(augmented_dir / "reference", exp, seed)
+    pa, pb = params(reference), params(augmented_dir / "reference")
+    assert any(not torch.equal(pa[k], pb[k]) for k in pa), "augmentation changed nothing in training"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("round_", range(3))
 def test_sigkill_many_points_slow(setup_dir: Path, reference: Path, round_: int) -> None:
