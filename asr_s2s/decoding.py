@@ -15,7 +15,7 @@ A model file may carry the options it was tuned with (`ASRModel.recommended_deco
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .seq2seq.scorers import LMScorer, VocabularyConstraint, ctc_greedy
 from .seq2seq.search import LENGTH_NORMS, PRECISIONS, SearchResult, beam_search, greedy_search
+from .dataclass_dict import from_dict_strict
 
 VOCABULARY_MODES = ("phrases", "words")
 
@@ -86,10 +87,7 @@ class DecodeOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DecodeOptions":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown decoding options: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     @property
     def plain_greedy(self) -> bool:

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .text import Tokenizer, tokenizer_from_state_dict
 from .tokens import EOS, PAD, SOS, UNK
+from .dataclass_dict import from_dict_strict
 
 LM_FORMAT = "asr-s2s-lm/1"
 LMState = tuple[Tensor, Tensor]  # h, c: (layers, N, hidden)
@@ -48,10 +49,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown LMConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
 
 class LSTMLM(nn.Module):

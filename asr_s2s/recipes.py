@@ -169,7 +169,7 @@ def decoding_stages(name: str, out: Path, model_path: Path, splits: dict, quick:
     model = load_model(model_path)
     if getattr(model.seq2seq, "ctc", None) is None:
         return None
-    if load_checkpoint(model_path).get("decoding"):
+    if getattr(model, "_recommended", None):
         print(f"[{name}] {model_path} carries its tuned decoding: skipping the LM and tuning", flush=True)
         return model.recommended_decoding
     lm_dir = out / "lm"

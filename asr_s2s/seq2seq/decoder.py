@@ -31,7 +31,7 @@ context-vector encoder-decoder.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -41,6 +41,7 @@ from . import cpu_kernels
 from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
 from .packed import Int8Linear, PackedLinear, can_int8, can_pack, derived
+from ..dataclass_dict import from_dict_strict
 
 
 @dataclass
@@ -69,10 +70,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown DecoderConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
 
 class DecoderState(NamedTuple):

@@ -12,7 +12,7 @@ sequences for cuDNN; CPU: `run_rnn_padded`, one fused oneDNN call per layer and 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import cpu_kernels
 from .packed import can_pack_lstm, derived, lstm_layer, reorder_lstm_weights
+from ..dataclass_dict import from_dict_strict
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 SUBSAMPLING = ("conv", "stack", "none")
@@ -91,11 +92,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
 
 class EncoderOutput(NamedTuple):

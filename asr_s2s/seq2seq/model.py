@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..tokens import CTC_BLANK, EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig, EncoderOutput
+from ..dataclass_dict import from_dict_strict
 
 
 
@@ -49,10 +50,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
