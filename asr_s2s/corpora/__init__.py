@@ -21,12 +21,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import an4, commonvoice, fsdd, librispeech, tatoeba
+from . import an4, commonvoice, digit_strings, fsdd, librispeech, tatoeba
 from .common import default_data_dir, summarize
 from .download import DownloadError, UnsafeArchiveError, download, extract, find_or_download
 
 CORPORA: dict[str, ModuleType] = {
     "fsdd": fsdd,
+    "digit_strings": digit_strings,
     "an4": an4,
     "librispeech": librispeech,
     "commonvoice": commonvoice,
