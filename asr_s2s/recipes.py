@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,11 @@ class Recipe:
     quick: list[str] = field(default_factory=list)
     text: bool = False  # translation recipe (TSV pairs, BLEU/chrF)
     description: str = ""
+    # False: greedy attention decoding, no LM and no tuning stage even with a CTC head (the head only helps training).
+    tune_decoding: bool = True
+    # The --seed-experiment: "pair" (the recipe's model and its context-vector twin, scored by input length) or
+    # "grid" (asr_s2s.length_experiment: 3 cells x 2 decoders x 2 length settings, matched in parameters).
+    seed_experiment: str = "pair"
 
 
 RECIPES: dict[str, Recipe] = {
@@ -40,6 +46,12 @@ RECIPES: dict[str, Recipe] = {
     "fsdd_speaker": Recipe("fsdd", "fsdd.yaml", {"split": "speaker"},
                            quick=["epochs=2", "data.max_dev=40"],
                            description="FSDD with held-out speakers"),
+    "digit_strings": Recipe("digit_strings", "digit_strings.yaml", {"split": "official"},
+                            quick=["max_steps=30", "data.max_dev=20"], tune_decoding=False, seed_experiment="grid",
+                            description="FSDD recordings joined into spoken strings of 1-16 digits (the seed experiment)"),
+    "digit_strings_speaker": Recipe("digit_strings", "digit_strings.yaml", {"split": "speaker"},
+                                    quick=["max_steps=30", "data.max_dev=20"], tune_decoding=False,
+                                    seed_experiment="grid", description="digit strings with held-out speakers"),
     "an4": Recipe("an4", "an4.yaml", {}, quick=["epochs=1", "data.max_dev=20"],
                   description="CMU AN4 (alphanumeric census utterances), speaker-disjoint dev"),
     "an4_reference": Recipe("an4", "an4_reference.yaml", {}, quick=["epochs=1", "max_steps=5", "data.max_dev=10"],
@@ -113,6 +125,15 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
     sets = [f"data.train={splits['train'].resolve()}", f"data.dev={splits['dev'].resolve()}"]
     cfg = load_config(CONFIG_DIR / r.config, sets + (r.quick if quick else []) + list(overrides))
     model_path = out / "model.pt"
+    if seed_experiment and r.seed_experiment == "grid":
+        # The twelve trainings first; the recipe's own model is the grid's in-distribution LSTM with attention
+        # (trained on the same manifest, the same config and updates), so it is not trained twice.
+        from .length_experiment import grid_model, run_length_experiment
+
+        print(f"[{name}] seed experiment -> {out / 'seed_experiment'}", flush=True)
+        run_length_experiment(name, cfg, out, splits, log=lambda line: print(line, flush=True))
+        if not model_path.exists():
+            shutil.copyfile(grid_model(cfg, out), model_path)
     _train_stage(name, cfg, out, model_path)
     cut_short = _cut_short(model_path)
     if cut_short:
@@ -122,7 +143,7 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
     # Stages 3-4 (speech models with a CTC head): a language model on the training transcripts (plus any
     # --lm-text), then the decoding tuned on dev and recorded in model.pt.
     options = None
-    if not r.text and not cut_short:
+    if not r.text and not cut_short and r.tune_decoding:
         options = decoding_stages(name, out, model_path, splits, quick=quick, lm_text=lm_text)
     if options is not None and beam is not None:
         options = options.replace(beam=beam)
@@ -141,7 +162,7 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
                 res["decoding"] = {k: v for k, v in options.to_dict().items() if k not in ("vocabulary", "lm")}
             results.append({"split": split, **res, **({"cut_short": True} if cut_short else {})})
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
-    if seed_experiment:
+    if seed_experiment and r.seed_experiment == "pair":
         seed_experiment_stage(name, cfg, out, splits, text=r.text)
     print(f"[{name}] model: {model_path}\n[{name}] reports: {out / 'reports'}\n[{name}] results: {out / 'results.jsonl'}", flush=True)
     for x in results:
