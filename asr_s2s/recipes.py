@@ -30,6 +30,7 @@ class Recipe:
     # --set overrides for --quick: a count of updates (epochs or max_steps) small enough for a minute, never a
     # time budget, so that the smoke run does the same work on every machine.
     quick: list[str] = field(default_factory=list)
+    quick_prepare: dict = field(default_factory=dict)  # prepare options that --quick adds (a smaller corpus)
     text: bool = False  # translation recipe (TSV pairs, BLEU/chrF)
     description: str = ""
     # False: greedy attention decoding, no LM and no tuning stage even with a CTC head (the head only helps training).
@@ -39,6 +40,8 @@ class Recipe:
     seed_experiment: str = "pair"
 
 
+_QUICK_DIGITS = {"train_per_length": 8, "dev_per_length": 2, "test_per_length": 3}  # 128 / 32 / 48 strings
+
 RECIPES: dict[str, Recipe] = {
     "fsdd": Recipe("fsdd", "fsdd.yaml", {"split": "official"},
                    quick=["epochs=2", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
@@ -47,10 +50,12 @@ RECIPES: dict[str, Recipe] = {
                            quick=["epochs=2", "data.max_dev=40"],
                            description="FSDD with held-out speakers"),
     "digit_strings": Recipe("digit_strings", "digit_strings.yaml", {"split": "official"},
-                            quick=["max_steps=30", "data.max_dev=20"], tune_decoding=False, seed_experiment="grid",
+                            quick=["max_steps=30", "data.max_dev=20"], quick_prepare=_QUICK_DIGITS,
+                            tune_decoding=False, seed_experiment="grid",
                             description="FSDD recordings joined into spoken strings of 1-16 digits (the seed experiment)"),
     "digit_strings_speaker": Recipe("digit_strings", "digit_strings.yaml", {"split": "speaker"},
-                                    quick=["max_steps=30", "data.max_dev=20"], tune_decoding=False,
+                                    quick=["max_steps=30", "data.max_dev=20"], quick_prepare=_QUICK_DIGITS,
+                                    tune_decoding=False,
                                     seed_experiment="grid", description="digit strings with held-out speakers"),
     "an4": Recipe("an4", "an4.yaml", {}, quick=["epochs=1", "data.max_dev=20"],
                   description="CMU AN4 (alphanumeric census utterances), speaker-disjoint dev"),
@@ -117,7 +122,7 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
     # Stage 1: prepare (skipped when the manifests exist).
     if not (splits["train"].exists() and splits["dev"].exists()):
         print(f"[{name}] preparing {r.corpus} from {data_dir} -> {man_dir}", flush=True)
-        prepare_all(r, data_dir, man_dir, ext)
+        prepare_all(r, data_dir, man_dir, ext, quick=quick)
     else:
         print(f"[{name}] manifests exist in {man_dir}: skipping preparation", flush=True)
 
@@ -216,13 +221,13 @@ def decoding_stages(name: str, out: Path, model_path: Path, splits: dict, quick:
     return best
 
 
-def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str) -> None:
+def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool = False) -> None:
     """Prepare the recipe's corpus (or corpora, concatenated into one set of manifests)."""
     from .corpora import prepare_corpus
 
     corpora = r.corpus.split("+")
     if len(corpora) == 1:
-        prepare_corpus(r.corpus, data_dir, man_dir, **r.prepare)
+        prepare_corpus(r.corpus, data_dir, man_dir, **{**r.prepare, **(r.quick_prepare if quick else {})})
         return
     for split in ("train", "dev", "test"):
         parts = []

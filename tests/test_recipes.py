@@ -64,3 +64,32 @@ def test_translation_quick(tmp_path: Path) -> None:
     stdin = subprocess.run([sys.executable, "-m", "asr_s2s.cli", "translate", str(out / "model.pt")], input="안녕.\n",
                            capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO)
     assert stdin.returncode == 0 and len(stdin.stdout.splitlines()) == 1
+
+
+def test_digit_strings_quick(tmp_path: Path, fsdd_corpus: Path) -> None:
+    """The plain recipe (no seed experiment): the strings are prepared, a model trained and scored on dev and test."""
+    out = tmp_path / "digits"
+    r = recipe("digit_strings", out, "--set", "max_steps=10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = json_lines(r.stdout)
+    assert [x["split"] for x in lines] == ["dev", "test"]
+    assert lines[1]["num_utterances"] == 16 * 3  # --quick: 3 test strings of every length 1-16
+    assert "decoding" not in lines[1]  # greedy attention decoding: no LM, no tuning stage
+
+
+@pytest.mark.slow
+def test_digit_strings_seed_experiment_quick(tmp_path: Path, fsdd_corpus: Path) -> None:
+    """The twelve trainings at 10 updates each: the grid's files, and the recipe's model is the grid's LSTM run."""
+    out = tmp_path / "digits"
+    r = recipe("digit_strings", out, "--seed-experiment", "--set", "max_steps=10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    exp = out / "seed_experiment"
+    for name in ("results.json", "table.md", "seed_experiment.png"):
+        assert (exp / name).exists()
+    res = json.loads((exp / "results.json").read_text())
+    assert set(res) == {"in_distribution", "extrapolation", "summary"}
+    for setting in ("in_distribution", "extrapolation"):
+        models = res[setting]["models"]
+        assert len(models) == 6 and {m["updates"] for m in models.values()} == {10}
+        assert all(len(m["per_length"]) == 16 for m in models.values())
+    assert (out / "model.pt").read_bytes() == (exp / "in_distribution" / "lstm_dot" / "model.pt").read_bytes()
