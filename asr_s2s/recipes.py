@@ -50,8 +50,9 @@ RECIPES: dict[str, Recipe] = {
                                description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
     "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
                           description="Common Voice from an extracted release"),
-    "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
-                      description="the bundled default recognizer: AN4 + FSDD (letters, digits, numbers, command words)"),
+    "default": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
+                      description="the bundled default recognizer: AN4 + FSDD + wake words + alphanumeric prompts "
+                                  "(letters, digits, numbers, addresses, command and wake words)"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
                               quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
