@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .atomic import atomic_open
+
 CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
 
 
@@ -211,9 +213,8 @@ def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str) -> None:
             if split in paths and Path(paths[split]).exists():
                 parts.append(Path(paths[split]).read_text(encoding="utf-8"))
         if parts:
-            tmp = man_dir / f".{split}{ext}.tmp"
-            tmp.write_text("".join(p if p.endswith("\n") else p + "\n" for p in parts), encoding="utf-8")
-            tmp.replace(man_dir / f"{split}{ext}")
+            with atomic_open(man_dir / f"{split}{ext}", "w") as f:
+                f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts))
 
 
 def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
