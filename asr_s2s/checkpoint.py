@@ -19,12 +19,13 @@ import os
 import pickle
 import pickletools
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import atomic_open
 
 FORMAT = "asr-s2s/1"
 # Model files ("asr-s2s/N"), the trainer's resumable state ("asr-s2s-train/N", train.TRAIN_FORMAT) and language
@@ -41,23 +42,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: payload must be a dict, got {type(payload).__name__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb", fsync=True) as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, Exception):
-            raise CheckpointError(f"{path}: could not write checkpoint: {e}") from e
-        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: could not write checkpoint: {e}") from e
     with contextlib.suppress(OSError):  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:

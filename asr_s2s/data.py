@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import AudioError, load_audio
+from .atomic import atomic_open
 from .augment import AugmentConfig, Augmenter
 from .features import FeatureConfig, LogMel, feature_frames
 from .manifest import (  # noqa: F401  (re-exported: data.py is the documented home of the data API)
@@ -351,16 +351,8 @@ class AudioDataset(Dataset):
 
     @staticmethod
     def _store(path: Path, feats: torch.Tensor) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, feats.numpy(), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.save(f, feats.numpy(), allow_pickle=False)
 
     # -- items ---------------------------------------------------------------------------------------------------
     def _pick_speed(self) -> float:

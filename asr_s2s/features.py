@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Optional
 
-import librosa
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +69,46 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.view(*mask.shape, *(1,) * (x.dim() - 2)), 0.0)
 
 
+def hz_to_mel(hz: np.ndarray, htk: bool = False) -> np.ndarray:
+    """Hertz -> mels: HTK's ``2595 log10(1 + f/700)``, or Slaney's (linear below 1 kHz, logarithmic above)."""
+    hz = np.asanyarray(hz, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mels = hz / f_sp
+    return np.where(hz >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, mels)
+
+
+def mel_to_hz(mels: np.ndarray, htk: bool = False) -> np.ndarray:
+    """The inverse of :func:`hz_to_mel`."""
+    mels = np.asanyarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None, *,
+                   htk: bool = False, norm: str | None = "slaney") -> np.ndarray:
+    """Triangular mel filters ``(n_mels, n_fft // 2 + 1)`` float32, the same matrix as
+    ``librosa.filters.mel`` (a test holds them equal). Written here because importing librosa's filters
+    pulls in scipy.signal and numba: ~1.5-3 s of every process start, for one small matrix."""
+    fmax = sr / 2.0 if fmax is None else fmax
+    fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    mel_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
+    widths = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    if norm == "slaney":
+        weights *= (2.0 / (mel_hz[2 : n_mels + 2] - mel_hz[:n_mels]))[:, None]
+    elif norm is not None:
+        raise ValueError(f"mel norm must be 'slaney' or None, not {norm!r}")
+    return weights.astype(np.float32)
+
+
 class LogMel(nn.Module):
     """Waveforms ``(B, N)`` + lengths ``(B,)`` -> log-mel ``(B, T, n_mels)`` + frame lengths ``(B,)``."""
 
@@ -77,10 +117,8 @@ class LogMel(nn.Module):
         self.cfg = cfg = cfg or FeatureConfig()
         if cfg.win_length > cfg.fft_size:
             raise ValueError(f"window {cfg.win_length} longer than n_fft {cfg.fft_size}")
-        mel = librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.fft_size, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
-            htk=cfg.mel_scale == "htk", norm=cfg.mel_norm,
-        )
+        mel = mel_filterbank(cfg.sample_rate, cfg.fft_size, cfg.n_mels, cfg.f_min, cfg.f_max,
+                             htk=cfg.mel_scale == "htk", norm=cfg.mel_norm)
         # (n_freq, n_mels): a matmul on the last axis; buffers follow .to(device) and aren't trained.
         self.register_buffer("mel_fb", torch.from_numpy(mel).T.contiguous(), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)

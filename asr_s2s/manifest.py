@@ -19,12 +19,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_open
 
 # Cause codes used in reports and ManifestError.cause.
 INVALID_UTF8 = "invalid_utf8"
@@ -312,17 +313,9 @@ def read_manifest(
 
 
 def _atomic_write_text(path: Path, lines: Iterable[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        for line in lines:
+            f.write(line)
 
 
 def _as_entry(e: ManifestEntry | dict[str, Any]) -> ManifestEntry:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .augment import AugmentConfig
+from .atomic import atomic_open
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data import AudioDataset, LengthBucketSampler, TextPairDataset, collate_audio, collate_text
@@ -58,11 +59,9 @@ def _shared_tokenizers(out: Path, build: Callable[[], dict], rank: int, world: i
     """Rank 0 builds (or, on resume, finds) EXPDIR/tokenizer.pt; the other ranks load the same file."""
     path = out / "tokenizer.pt"
     if rank == 0 and not path.exists():
-        out.mkdir(parents=True, exist_ok=True)
         states = {k: (v.state_dict() if v is not None else None) for k, v in build().items()}
-        tmp = path.with_suffix(".tmp")
-        torch.save(states, tmp)
-        tmp.replace(path)
+        with atomic_open(path, "wb") as f:
+            torch.save(states, f)
     if world > 1:
         dist.barrier()
     states = load_checkpoint(path)  # weights_only: a tampered EXPDIR/tokenizer.pt is refused, never run

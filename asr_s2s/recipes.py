@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .atomic import atomic_open
+
 CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
 
 
@@ -67,8 +69,9 @@ RECIPES: dict[str, Recipe] = {
                                description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
     "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
                           description="Common Voice from an extracted release"),
-    "default": Recipe("an4+fsdd", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
-                      description="the bundled default recognizer: AN4 + FSDD (letters, digits, numbers, command words)"),
+    "default": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
+                      description="the bundled default recognizer: AN4 + FSDD + wake words + alphanumeric prompts "
+                                  "(letters, digits, numbers, addresses, command and wake words)"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
                               quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
@@ -236,9 +239,8 @@ def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool 
             if split in paths and Path(paths[split]).exists():
                 parts.append(Path(paths[split]).read_text(encoding="utf-8"))
         if parts:
-            tmp = man_dir / f".{split}{ext}.tmp"
-            tmp.write_text("".join(p if p.endswith("\n") else p + "\n" for p in parts), encoding="utf-8")
-            tmp.replace(man_dir / f"{split}{ext}")
+            with atomic_open(man_dir / f"{split}{ext}", "w") as f:
+                f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts))
 
 
 def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:

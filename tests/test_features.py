@@ -128,3 +128,18 @@ def test_config_round_trip() -> None:
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         FeatureConfig.from_dict({"n_mel": 3})
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax, htk, norm", [
+    (8000, 256, 40, 0.0, None, False, "slaney"), (16000, 512, 80, 20.0, 7600.0, False, "slaney"),
+    (16000, 400, 64, 0.0, None, True, None), (22050, 1024, 128, 0.0, 8000.0, True, "slaney"),
+])
+def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax, htk, norm):
+    import librosa
+
+    from asr_s2s.features import mel_filterbank
+
+    ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk=htk, norm=norm)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import an4, commonvoice, digit_strings, fsdd, librispeech, tatoeba
+from . import alphanumeric, an4, commonvoice, digit_strings, fsdd, librispeech, tatoeba, wakeword
 from .common import default_data_dir, summarize
 from .download import DownloadError, UnsafeArchiveError, download, extract, find_or_download
 
@@ -32,6 +32,8 @@ CORPORA: dict[str, ModuleType] = {
     "librispeech": librispeech,
     "commonvoice": commonvoice,
     "tatoeba": tatoeba,
+    "wakeword": wakeword,
+    "alphanumeric": alphanumeric,
 }
 
 

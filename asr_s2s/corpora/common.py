@@ -11,6 +11,8 @@ from typing import Iterable, Mapping
 
 import soundfile as sf
 
+from ..atomic import atomic_write_lines
+
 STAMP = ".prepared.json"
 
 
@@ -39,14 +41,7 @@ def clean_text(text: str, *, lowercase: bool = False) -> str:
     return text.lower() if lowercase else text
 
 
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-    os.replace(tmp, path)
+_atomic_write = atomic_write_lines
 
 
 def write_manifest(path: Path, entries: Iterable[Mapping]) -> Path:

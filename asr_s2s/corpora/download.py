@@ -403,6 +403,22 @@ SOURCES: dict[str, Source] = {
     "librispeech/test-other": _libri("test-other", 12, "fb5a50374b501bb3bac4815ee91d3135"),
     "librispeech/train-clean-5": _libri("train-clean-5", 31, "5df7d4e78065366204ca6845bb08f490"),
     "librispeech/dev-clean-2": _libri("dev-clean-2", 31, "6d7ab67ac6a1d2c993d050e16d61080d"),
+    "wakeword": Source(
+        dirname="wakeword",
+        roots=(".", "*"),
+        check=("audio",),
+        url="https://github.com/Picovoice/wake-word-benchmark/archive/84919190fb1891bf0936dcb577d9268e467f876f.zip",
+        filename="wake-word-benchmark.zip",
+        note="GitHub Picovoice/wake-word-benchmark (folder audio/), Apache-2.0",
+    ),
+    "alphanumeric": Source(
+        dirname="alphanumeric",
+        roots=(".", "*"),
+        check=("audio_data", "metadata.csv"),
+        url="https://github.com/Sakshee5/alphanumeric-audio-dataset/archive/6c9a38ed7e590a45410fdc33a548005a30f03552.zip",
+        filename="alphanumeric-audio-dataset.zip",
+        note="GitHub Sakshee5/alphanumeric-audio-dataset, MIT",
+    ),
     "commonvoice": Source(
         dirname="commonvoice",
         roots=(".", "*", "*/*"),
