@@ -19,7 +19,8 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from ..seq2seq.encoder import Conv2dSubsampling, Encoder, EncoderOutput, freeze_params, lengths_mask
+from ..seq2seq.encoder import (Conv2dSubsampling, Encoder, EncoderOutput, freeze_params, lengths_mask,
+                               run_rnn_padded)
 from . import cpu_kernels
 from .packed import can_pack_lstm, derived, lstm_layer, reorder_lstm_weights
 
@@ -49,11 +50,13 @@ def run_encoder(encoder: Encoder, x: Tensor, lengths: Tensor) -> EncoderOutput:
         # Re-forming it cost ~0.1-0.17 ms a batch (a strided copy of 164k entries).
         kwargs["out_weight"] = derived(sub, "out_weight", (sub.out.weight,), sub.permuted_out_weight)
     x, lengths = encoder.subsampled(x, lengths, **kwargs)
-    if can_pack_lstm(encoder.rnn, x):
-        states, final = run_lstm(encoder.rnn, x, lengths)
-    else:
-        states, final = encoder.recurrent(x, lengths)
+    states, final = run_lstm(encoder.rnn, x, lengths) if can_pack_lstm(encoder.rnn, x) else encoder.recurrent(x, lengths)
     return EncoderOutput(encoder.dropout(states), lengths, final)
+
+
+def run_rnn(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """run_rnn_padded (CPU), on prepared weights where `can_pack_lstm` serves `rnn` (run_lstm)."""
+    return run_lstm(rnn, x, lengths) if can_pack_lstm(rnn, x) else run_rnn_padded(rnn, x, lengths)
 
 
 def bf16_encoder(encoder: nn.Module) -> nn.Module:
