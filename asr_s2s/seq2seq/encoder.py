@@ -252,8 +252,8 @@ class Encoder(nn.Module):
         if x.device.type == "cpu":
             return run_rnn_padded(self.rnn, x, lengths)
         # pack_padded_sequence wants lengths on the CPU: one small copy per batch.
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed)
+        seqs = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(seqs)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return states, final
 
