@@ -229,6 +229,11 @@ class LocationAttention(Attention):
         raise RuntimeError("location-aware attention depends on the previous alignment: use the step loop")
 
 
+# The decoder layout each attention is used with (its class's `layout`; see decoder.DECODERS).
+ATTENTION_LAYOUTS = {"none": NoAttention.layout, "dot": DotAttention.layout, "additive": AdditiveAttention.layout,
+                     "location": LocationAttention.layout}
+
+
 def make_attention(kind: str, query_dim: int, value_dim: int, attention_dim: int, *,
                    location_channels: int = 10, location_kernel: int = 31) -> Attention:
     """Build an attention module by name (one of ATTENTIONS)."""

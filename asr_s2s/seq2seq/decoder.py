@@ -1,8 +1,9 @@
 """Autoregressive decoder: token embedding -> recurrent cell(s) -> attention -> output projection.
 
-Two layouts, picked by the attention (see attention.py):
+Two layouts, two classes on one base (`Decoder`: init_state / step / forward), picked by the attention
+(`make_decoder`, DECODERS; see attention.py):
 
-Luong (attention none / dot / additive) — the RNN does not read the previous context::
+`LuongDecoder` (attention none / dot / additive) — the RNN does not read the previous context::
 
     s_t   = RNN(emb(y_{t-1}), s_{t-1})
     c_t   = Att(s_t, memory)                       (skipped for `none`)
@@ -12,8 +13,8 @@ Luong (attention none / dot / additive) — the RNN does not read the previous c
   Under full teacher forcing the RNN therefore runs over the whole target in one fused (cuDNN / MKL)
   call and the attention for every step is one batched matmul.
 
-Bahdanau/Chorowski (attention location; the ESPnet layout) — the query is the previous state and
-the alignment, and the context is fed into the RNN::
+`InputFeedingDecoder` (Bahdanau/Chorowski: attention location; the ESPnet layout) — the query is the previous
+state and the alignment, and the context is fed into the RNN::
 
     c_t, a_t = Att(s_{t-1}, a_{t-1}, memory)
     s_t      = RNN([emb(y_{t-1}); c_t], s_{t-1})
@@ -36,7 +37,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import ATTENTIONS, AttentionMemory, make_attention
+from .attention import ATTENTION_LAYOUTS, ATTENTIONS, AttentionMemory, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
 from ..dataclass_dict import from_dict_strict
 
@@ -148,6 +149,14 @@ def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Decoder(nn.Module):
+    """What both layouts share: embedding, attention, recurrent cell(s), output layer, the bridge, `init_state`,
+    `step` and the teacher-forced / scheduled-sampling step loop. A layout defines `_step` (see the module doc);
+    `make_decoder` picks the layout the attention asks for (DECODERS)."""
+
+    layout = ""  # the attention layout a subclass serves ("luong" or "bahdanau"; see attention.ATTENTION_LAYOUTS)
+    input_feeding = False  # whether the context feeds the RNN (the Bahdanau/Chorowski layout)
+    can_parallel = False  # whether teacher forcing can run all steps at once (`_parallel`)
+
     def __init__(self, cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> None:
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
@@ -155,7 +164,8 @@ class Decoder(nn.Module):
         self.attention = make_attention(cfg.attention, cfg.hidden, enc.output_dim, cfg.attention_dim,
                                         location_channels=cfg.location_channels,
                                         location_kernel=cfg.location_kernel)
-        self.input_feeding = self.attention.layout == "bahdanau"
+        if self.attention.layout != self.layout:
+            raise ValueError(f"attention {cfg.attention!r} needs the {self.attention.layout} layout, not {self.layout}")
         ctx = self.attention.context_dim
         self.rnn = make_rnn(cfg.cell, cfg.embed_dim + (ctx if self.input_feeding else 0), cfg.hidden, cfg.layers,
                             dropout=cfg.dropout)
@@ -210,21 +220,7 @@ class Decoder(nn.Module):
     def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
               ) -> tuple[Tensor, DecoderState, Tensor]:
         """emb (N, E) -> features (N, hidden), new state, attention weights (N, T)."""
-        if self.input_feeding and self.fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
-            ctx, w, att = self.attention(state.h[-1], mem, state.att)
-            r = self.rnn
-            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
-            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
-            h, c = s[None], c[None]
-        elif self.input_feeding:
-            ctx, w, att = self.attention(state.h[-1], mem, state.att)
-            out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
-            s = out[:, 0]
-        else:
-            out, h, c = self._rnn(emb[:, None], state)
-            s = out[:, 0]
-            ctx, w, att = self.attention(s, mem, state.att)
-        return self._features(s, ctx), DecoderState(h, c, att), w
+        raise NotImplementedError
 
     def step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory
              ) -> tuple[Tensor, DecoderState, Tensor]:
@@ -233,6 +229,12 @@ class Decoder(nn.Module):
         accel's faster equivalent.)"""
         feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
         return self.output(feats), state, w
+
+    @property
+    def fused_cell(self) -> bool:
+        """Whether the cell runs as explicit matmuls (InputFeedingDecoder); a search may then step it on
+        prepared weights (asr_s2s.accel)."""
+        return False
 
     # ---- training forward --------------------------------------------------------------------
     def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,
@@ -246,22 +248,96 @@ class Decoder(nn.Module):
         Returns logits (B, U, V) and attention weights (B, U, T)."""
         mem = self.prepare(enc)
         state = self.init_state(enc, mem)
-        can_parallel = teacher_forcing >= 1.0 and not self.attention.stateful and not self.input_feeding
+        possible = teacher_forcing >= 1.0 and self.can_parallel
         if parallel is None:
-            parallel = can_parallel
-        elif parallel and not can_parallel:
+            parallel = possible
+        elif parallel and not possible:
             raise ValueError("the parallel path needs teacher_forcing=1 and a Luong-layout attention")
         if parallel:
-            out, _, _ = self._rnn(self.dropout(self.embed(tgt_in)), state)  # one fused call over U
-            ctx, w = self.attention.forward_all(out, mem)
-            return self.output(self._features(out, ctx)), w
+            return self._parallel(tgt_in, state, mem)
         return self._loop(tgt_in, state, mem, teacher_forcing)
+
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
+              ) -> tuple[Tensor, Tensor]:
+        """The step loop over tgt_in (B, U): teacher-forced, or scheduled sampling below 1.0."""
+        b, u = tgt_in.shape
+        feats, weights, logits = [], [], []
+        if teacher_forcing >= 1.0:
+            emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
+            for t in range(u):
+                f, state, w = self._step(emb_all[:, t], state, mem)
+                feats.append(f)
+                weights.append(w)
+            return self.output(torch.stack(feats, dim=1)), torch.stack(weights, dim=1)
+        # Scheduled sampling: coin flips and argmax stay on the device (no host syncs).
+        use_ref = torch.rand(b, u, device=tgt_in.device) < teacher_forcing
+        prev = tgt_in[:, 0]
+        for t in range(u):
+            tok = prev if t == 0 else torch.where(use_ref[:, t], tgt_in[:, t], prev)
+            f, state, w = self._step(self.dropout(self.embed(tok)), state, mem)
+            lg = self.output(f)
+            prev = lg.detach().argmax(-1)
+            logits.append(lg)
+            weights.append(w)
+        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+
+
+class LuongDecoder(Decoder):
+    """Attention none / dot / additive: the RNN reads the embedding alone, the attention reads its output."""
+
+    layout = "luong"
+
+    @property
+    def can_parallel(self) -> bool:
+        return not self.attention.stateful
+
+    def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
+              ) -> tuple[Tensor, DecoderState, Tensor]:
+        out, h, c = self._rnn(emb[:, None], state)
+        s = out[:, 0]
+        ctx, w, att = self.attention(s, mem, state.att)
+        return self._features(s, ctx), DecoderState(h, c, att), w
+
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        """Full teacher forcing in one fused RNN call over U and one batched attention."""
+        out, _, _ = self._rnn(self.dropout(self.embed(tgt_in)), state)
+        ctx, w = self.attention.forward_all(out, mem)
+        return self.output(self._features(out, ctx)), w
+
+
+class InputFeedingDecoder(Decoder):
+    """Attention location: the attention reads the previous state and alignment, and its context feeds the RNN."""
+
+    layout = "bahdanau"
+    input_feeding = True
 
     @property
     def fused_cell(self) -> bool:
-        """One LSTM layer fed [embedding; context] (the location-attention layout): the teacher-forced
-        loop runs the cell as explicit matmuls (see _loop_fused), and so can a search step."""
-        return self.is_lstm and self.cfg.layers == 1 and self.input_feeding and self.rnn.bias
+        """One biased LSTM layer fed [embedding; context]: the teacher-forced loop runs the cell as explicit
+        matmuls (see _loop_fused), and so can a search step."""
+        return self.is_lstm and self.cfg.layers == 1 and self.rnn.bias
+
+    def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
+              ) -> tuple[Tensor, DecoderState, Tensor]:
+        ctx, w, att = self.attention(state.h[-1], mem, state.att)
+        if self.fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
+            r = self.rnn
+            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
+            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
+            h, c = s[None], c[None]
+        else:
+            out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
+            s = out[:, 0]
+        return self._features(s, ctx), DecoderState(h, c, att), w
+
+    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
+              ) -> tuple[Tensor, Tensor]:
+        if teacher_forcing >= 1.0 and self.fused_cell:
+            return self._loop_fused(tgt_in, state, mem)
+        return super()._loop(tgt_in, state, mem, teacher_forcing)
 
     def _loop_fused(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
         """Teacher-forced loop of the input-feeding LSTM decoder with the per-step work cut to what
@@ -291,27 +367,11 @@ class Decoder(nn.Module):
         feats = self._features(torch.stack(hs, dim=1), torch.stack(ctxs, dim=1))
         return self.output(feats), torch.stack(weights, dim=1)
 
-    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
-              ) -> tuple[Tensor, Tensor]:
-        b, u = tgt_in.shape
-        feats, weights, logits = [], [], []
-        if teacher_forcing >= 1.0 and self.fused_cell:
-            return self._loop_fused(tgt_in, state, mem)
-        if teacher_forcing >= 1.0:
-            emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
-            for t in range(u):
-                f, state, w = self._step(emb_all[:, t], state, mem)
-                feats.append(f)
-                weights.append(w)
-            return self.output(torch.stack(feats, dim=1)), torch.stack(weights, dim=1)
-        # Scheduled sampling: coin flips and argmax stay on the device (no host syncs).
-        use_ref = torch.rand(b, u, device=tgt_in.device) < teacher_forcing
-        prev = tgt_in[:, 0]
-        for t in range(u):
-            tok = prev if t == 0 else torch.where(use_ref[:, t], tgt_in[:, t], prev)
-            f, state, w = self._step(self.dropout(self.embed(tok)), state, mem)
-            lg = self.output(f)
-            prev = lg.detach().argmax(-1)
-            logits.append(lg)
-            weights.append(w)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+
+# Decoder classes by the attention layout they serve: a new layout is one class and one entry.
+DECODERS: dict[str, type[Decoder]] = {"luong": LuongDecoder, "bahdanau": InputFeedingDecoder}
+
+
+def make_decoder(cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> Decoder:
+    """The decoder of the layout `cfg.attention` asks for (see attention.ATTENTION_LAYOUTS)."""
+    return DECODERS[ATTENTION_LAYOUTS[cfg.attention]](cfg, vocab_size, enc)

@@ -11,7 +11,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..tokens import CTC_BLANK, EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
-from .decoder import Decoder, DecoderConfig
+from .decoder import DecoderConfig, make_decoder
 from .encoder import Encoder, EncoderConfig, EncoderOutput
 from . import search
 from ..dataclass_dict import from_dict_strict
@@ -69,7 +69,7 @@ class Seq2Seq(nn.Module):
         self.frontend = (nn.Embedding(cfg.src_vocab_size, cfg.encoder.input_dim, padding_idx=PAD)
                          if cfg.input == "text" else None)
         self.encoder = Encoder(cfg.encoder)
-        self.decoder = Decoder(cfg.decoder, cfg.vocab_size, cfg.encoder)
+        self.decoder = make_decoder(cfg.decoder, cfg.vocab_size, cfg.encoder)
         self.ctc = nn.Linear(cfg.encoder.output_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
 
     def num_parameters(self, trainable_only: bool = True) -> int:
