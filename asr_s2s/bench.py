@@ -53,13 +53,12 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    from .seq2seq import cpu_kernels
-    from .seq2seq.search import native_bf16  # what precision "auto" and the int8 case go by
+    from .accel import kernel_status, native_bf16  # native_bf16: what precision "auto" and the int8 case go by
 
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkldnn": torch.backends.mkldnn.is_available(),
-            "native_bf16": native_bf16(), "bf16_lstm_kernel": cpu_kernels.status()}
+            "native_bf16": native_bf16(), "bf16_lstm_kernel": kernel_status()}
 
 
 def rss_mb() -> float:
@@ -429,7 +428,7 @@ def run_bench(quick: bool = False, repeats: int | None = None, data_dir: str | N
         else:
             res["decode_model"] = "the weights after the timed training epochs (undertrained)"
         log("decoding ...")
-        from .seq2seq.search import native_bf16
+        from .accel import native_bf16
 
         cases = [("greedy_bs1", 1, 1, "fp32"), ("greedy_bs16", 1, 16, "fp32"), ("beam4_bs16", 4, 16, "fp32"),
                  ("greedy_bs16_bf16", 1, 16, "bf16")]

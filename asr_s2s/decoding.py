@@ -8,6 +8,9 @@ search it describes:
 - anything else: `beam_search` over weighted scorers (CTC prefix, LM, vocabulary; see seq2seq/scorers.py),
   beam 1 included (greedy with the scorers).
 
+Each search runs the model through `asr_s2s.accel.accelerate(model, opts.precision)`, the search interface on
+weights prepared for speed.
+
 A model file may carry the options it was tuned with (`ASRModel.recommended_decoding`); `evaluate` and
 `transcribe` use them unless the user describes the search (`choose_options`).
 """
@@ -22,8 +25,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .accel import PRECISIONS, accelerate
 from .seq2seq.scorers import LMScorer, VocabularyConstraint, ctc_greedy
-from .seq2seq.search import LENGTH_NORMS, PRECISIONS, SearchResult, beam_search, greedy_search
+from .seq2seq.inference import as_inference
+from .seq2seq.search import LENGTH_NORMS, SearchResult, beam_search, greedy_search
 from .dataclass_dict import from_dict_strict
 
 VOCABULARY_MODES = ("phrases", "words")
@@ -36,7 +41,7 @@ class DecodeOptions:
     file, the model's own LM if it carries one. length_bonus γ: added per token (offsets the scorers' bias
     to short outputs). length_norm / alpha: how finished hypotheses are normalised (see search.py).
     vocabulary: allowed phrases (or words, vocabulary_mode "words"); None allows everything. precision: see
-    search.py. max_len_ratio: at most this many tokens per encoder frame. pre_beam: CTC scores the best
+    asr_s2s/accel/__init__.py. max_len_ratio: at most this many tokens per encoder frame. pre_beam: CTC scores the best
     ceil(pre_beam * beam) tokens of each hypothesis."""
 
     beam: int = 1
@@ -151,12 +156,13 @@ def decode_batch(model: Any, src: Tensor, src_lens: Tensor, opts: DecodeOptions,
                  vocabulary: VocabularyConstraint | None = None, max_len: int | Tensor = 200) -> SearchResult:
     """Search a Seq2Seq `model` on prepared inputs with `opts`; `lm` (an LSTMLM, needed when lm_weight > 0) and
     `vocabulary` come built (ASRModel caches them). -> SearchResult."""
+    inf = accelerate(model, opts.precision)
     common = dict(max_len=max_len, max_len_ratio=opts.max_len_ratio, length_norm=opts.length_norm,
-                  alpha=opts.alpha, precision=opts.precision)
+                  alpha=opts.alpha)
     if opts.plain_greedy:
-        return greedy_search(model, src, src_lens, **common)
+        return greedy_search(inf, src, src_lens, **common)
     if opts.ctc_weight == 1.0 and opts.beam == 1 and opts.lm_weight == 0.0 and opts.vocabulary is None:
-        return ctc_greedy_search(model, src, src_lens, precision=opts.precision)
+        return ctc_greedy_search(inf, src, src_lens)
     scorers: list[tuple[Any, float]] = []
     if opts.lm_weight > 0.0:
         if lm is None:
@@ -164,21 +170,19 @@ def decode_batch(model: Any, src: Tensor, src_lens: Tensor, opts: DecodeOptions,
         scorers.append((LMScorer(lm), opts.lm_weight))
     if vocabulary is not None:
         scorers.append((vocabulary, 1.0))
-    return beam_search(model, src, src_lens, beam=opts.beam, ctc_weight=opts.ctc_weight, scorers=scorers,
+    return beam_search(inf, src, src_lens, beam=opts.beam, ctc_weight=opts.ctc_weight, scorers=scorers,
                        length_bonus=opts.length_bonus, pre_beam=opts.pre_beam, **common)
 
 
-@torch.inference_mode()
-def ctc_greedy_search(model: Any, src: Tensor, src_lens: Tensor, precision: str = "fp32") -> SearchResult:
-    """Best-path decoding of the model's CTC head. Scores: the best path's log-probability per token; attention:
-    zeros (L_b, T'_b)."""
-    from .seq2seq.search import _eval_mode, encode
-
-    if getattr(model, "ctc", None) is None:
+def ctc_greedy_search(model: Any, src: Tensor, src_lens: Tensor) -> SearchResult:
+    """Best-path decoding of the CTC head of `model` (a Seq2Seq or an Inference). Scores: the best path's
+    log-probability per token; attention: zeros (L_b, T'_b)."""
+    inf = as_inference(model)
+    if not inf.has_ctc:
         raise ValueError("CTC decoding needs a model trained with a CTC head (model.ctc_weight > 0)")
-    with _eval_mode(model):
-        enc = encode(model, src, src_lens, precision)
-        logp = torch.log_softmax(model.ctc(enc.states).float(), dim=-1)
+    with inf.running():
+        enc = inf.encode(src, src_lens)
+        logp = inf.ctc_log_probs(enc)
         tokens = ctc_greedy(logp, enc.lengths)
         t = logp.size(1)
         real = (torch.arange(t)[None, :] < enc.lengths[:, None].cpu()).to(logp.device)

@@ -47,49 +47,40 @@ def _graph_modules(model: Any):
 
     from .seq2seq.attention import AttentionMemory
     from .seq2seq.decoder import DecoderState
-    from .seq2seq.encoder import Conv2dSubsampling, EncoderOutput, FrameStacking
+    from .seq2seq.inference import Inference
 
     s2s = model.seq2seq
+    inf = Inference(s2s)  # the plain search interface: what a graph can hold (no packed or compiled weights)
     dec = s2s.decoder
     has_c = dec.is_lstm
     has_att = dec.attention.stateful
     has_keys = dec.attention.project_keys(torch.zeros(1, 1, s2s.encoder.output_dim)) is not None
+
+    step = inf.stepper()
 
     def memory(values: torch.Tensor, keys: torch.Tensor | None) -> AttentionMemory:
         ones = torch.ones_like(values[:, :, 0])
         return AttentionMemory(values, keys, ones > 0, ones.sum(1).long())
 
     class EncoderGraph(nn.Module):
-        """feats (1, T, F), normalised (and zero-padded to a multiple of the stacking factor)."""
+        """feats (1, T, F), normalised (and zero-padded to a multiple of the stacking factor). Batch 1 without
+        padding: the encoder's padding branches are traced as not taken."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.encoder, self.dec = s2s.encoder, dec
+            self.s2s = s2s
 
         def forward(self, feats: torch.Tensor):
-            sub = self.encoder.subsample
-            x = feats
-            if isinstance(sub, Conv2dSubsampling):  # batch 1, no padding: the masks are all ones
-                h = x.unsqueeze(1)
-                for conv in sub.convs:
-                    h = torch.relu(conv(h))
-                b, c, t, f = h.shape
-                x = sub.out(h.transpose(1, 2).reshape(b, t, c * f))
-            elif isinstance(sub, FrameStacking):
-                b, t, f = x.shape
-                x = x.reshape(b, t // sub.factor, sub.factor * f)
-            states, final = self.encoder.rnn(x)
-            ones = torch.ones_like(states[:, :, 0])
-            enc = EncoderOutput(states, ones.sum(1).long(), final)
-            mem = self.dec.prepare(enc)
-            st = self.dec.init_state(enc, mem)
-            out = [states] + ([mem.keys] if has_keys else []) + [st.h] + ([st.c] if has_c else []) + ([st.att] if has_att else [])
+            lengths = torch.ones_like(feats[:, :, 0]).sum(1).long()  # (1,) = T, traced from the input's shape
+            enc = inf.encode(feats, lengths)
+            st, mem = inf.initial_state(enc)
+            out = [enc.states] + ([mem.keys] if has_keys else []) + [st.h] + ([st.c] if has_c else []) + ([st.att] if has_att else [])
             return tuple(out)
 
     class StepGraph(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.dec = dec
+            self.s2s = s2s
 
         def forward(self, *args: torch.Tensor):
             it = iter(args)
@@ -98,7 +89,7 @@ def _graph_modules(model: Any):
             att = next(it) if has_att else None
             values = next(it)
             keys = next(it) if has_keys else None
-            logits, st, _ = self.dec.step(token, DecoderState(h, c, att), memory(values, keys))
+            logits, st, _ = step(token, DecoderState(h, c, att), memory(values, keys))
             return tuple([logits, st.h] + ([st.c] if has_c else []) + ([st.att] if has_att else []))
 
     enc_out = ["values"] + (["keys"] if has_keys else []) + ["h"] + (["c"] if has_c else []) + (["att"] if has_att else [])

@@ -163,7 +163,7 @@ class ASRModel(nn.Module):
         defaults plus what was given (see decoding.choose_options), e.g.
         ``model.transcribe("a.wav", vocabulary=["yes", "no"])``, ``lm="lm.pt", lm_weight=0.3``,
         ``ctc_weight=0.5``. ``precision="bf16"`` runs the encoder (and the LSTM/location decoder's gate
-        product) in bfloat16 (see :mod:`asr_s2s.seq2seq.search`); "auto" (the default) does so where the CPU
+        product) in bfloat16 (see :mod:`asr_s2s.accel`); "auto" (the default) does so where the CPU
         has native bf16 and stays fp32 elsewhere; "fp32" never does; "int8" is bf16 plus int8 weights in that
         decoder's batch-1 steps. Long recordings decode at most 1.5 tokens per encoder frame unless
         ``max_len_ratio`` says otherwise. ``vad``: how long recordings are split, "silero", "energy" or a

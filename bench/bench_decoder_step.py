@@ -1,7 +1,7 @@
 """Cost of one search step of a model's decoder, and of its encoder on AN4 dev, in isolation.
 
 The decoder step is what greedy and beam search repeat once per output token: ``Decoder.step`` on a
-batch of N hypotheses over T' encoder frames (random encoder states: a step costs the same whatever
+batch of N hypotheses over T' encoder frames, as a search runs it (`asr_s2s.accel`; random encoder states: a step costs the same whatever
 their values). The encoder figure is the real-time factor of ``encode`` alone (fp32 and bf16) on the
 AN4 dev utterances, batch 16, length-sorted as transcription batches them.
 
@@ -22,8 +22,8 @@ import torch
 
 from asr_s2s.bench import _timings
 from asr_s2s.model import load_model
+from asr_s2s.accel import accelerate
 from asr_s2s.seq2seq.encoder import EncoderOutput
-from asr_s2s.seq2seq.search import encode
 
 
 def step_ms(model, n: int, t: int, steps: int = 20, repeats: int = 15) -> dict:
@@ -40,11 +40,12 @@ def step_ms(model, n: int, t: int, steps: int = 20, repeats: int = 15) -> dict:
         mem = dec.prepare(enc)
         state0 = dec.init_state(enc, mem)
         tok = torch.full((n,), 3)
+        step = accelerate(model.seq2seq, "fp32").stepper()  # what a search steps
 
         def run() -> None:
             state = state0
             for _ in range(steps):
-                logits, state, _ = dec.step(tok, state, mem)
+                logits, state, _ = step(tok, state, mem)
                 logits.log_softmax(-1).max(-1)
 
         ms = [t / steps * 1e3 for t in _timings(run, repeats)]
@@ -69,7 +70,7 @@ def encoder_rtf(model, dev: Path, batch: int = 16, repeats: int = 3) -> dict:
         def run(precision: str = precision) -> None:
             with torch.inference_mode():
                 for src, lens in batches:
-                    encode(model.seq2seq, src, lens, precision)
+                    accelerate(model.seq2seq, precision).encode(src, lens)
 
         rtfs = [t / audio for t in _timings(run, repeats)]  # the untimed first pass warms oneDNN's primitive cache
         out[precision] = {"median": statistics.median(rtfs), "min": min(rtfs), "max": max(rtfs)}

@@ -1,4 +1,4 @@
-"""The compiled batch-1 bf16 LSTM kernel (seq2seq/cpu_kernels.py, lstm_bf16.c): its arithmetic against a plain
+"""The compiled batch-1 bf16 LSTM kernel (accel/cpu_kernels.py, lstm_bf16.c): its arithmetic against a plain
 reference, its use by the encoder, and what happens where it cannot be built."""
 
 from __future__ import annotations
@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_s2s.seq2seq import cpu_kernels
+from asr_s2s.accel import accelerate, cpu_kernels
+from asr_s2s.accel.encoder import run_rnn
 from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
+from asr_s2s.seq2seq.search import greedy_search
 from s2s_helpers import needs_onednn_bf16
 
 needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason=f"kernel {cpu_kernels.status()}")
@@ -73,7 +75,7 @@ def test_kernel_rejects_what_it_cannot_run():
 
 @needs_kernel
 def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
-    """run_rnn_padded takes the kernel exactly for one unpadded utterance of a bf16 LSTM in inference, and its
+    """accel's run_rnn takes the kernel exactly for one unpadded utterance of a bf16 LSTM in inference, and its
     states and finals agree with oneDNN's run of the same layers (the kernel switched off)."""
     torch.manual_seed(0)
     rnn = make_rnn("lstm", 40, 32, 3, bidirectional=True).eval().to(torch.bfloat16)
@@ -82,12 +84,12 @@ def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "lstm_layer_b1", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(1, 29, 40)
     with torch.inference_mode():
-        out, (h, c) = run_rnn_padded(rnn, x, torch.tensor([29]))
+        out, (h, c) = run_rnn(rnn, x, torch.tensor([29]))
         assert len(calls) == 3  # one call per layer, both directions in it
-        run_rnn_padded(rnn, torch.randn(2, 29, 40), torch.tensor([29, 20]))  # batch 2: oneDNN
+        run_rnn(rnn, torch.randn(2, 29, 40), torch.tensor([29, 20]))  # batch 2: oneDNN
         assert len(calls) == 3
         monkeypatch.setitem(cpu_kernels._state, "lib", None)  # the kernel off: oneDNN's layers
-        ref, (ref_h, ref_c) = run_rnn_padded(rnn, x, torch.tensor([29]))
+        ref, (ref_h, ref_c) = run_rnn(rnn, x, torch.tensor([29]))
     assert out.shape == ref.shape == (1, 29, 64) and out.dtype == ref.dtype == torch.bfloat16
     assert h.shape == ref_h.shape == (6, 1, 32) and c.shape == ref_c.shape and h.dtype == ref_h.dtype
     assert (out.float() - ref.float()).abs().max() <= 3e-2  # three layers of bf16 rounding apart
@@ -96,7 +98,7 @@ def test_encoder_runs_batch_one_bf16_inference_on_the_kernel(monkeypatch):
     assert (c.float() - ref_c.float()).abs().max() <= 6e-2
     monkeypatch.setitem(cpu_kernels._state, "lib", lib)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autograd on (training): never the kernel
-        run_rnn_padded(rnn, x, torch.tensor([29]))
+        run_rnn(rnn, x, torch.tensor([29]))
     assert len(calls) == 3
 
 
@@ -124,12 +126,12 @@ def test_without_the_kernel_the_encoder_runs_torch(monkeypatch, request, tmp_pat
     """Switched off, where the compiler fails, or on a CPU without AVX512-BF16 (or one made to look so): status
     says why, and batch-1 bf16 inference runs torch's layers (oneDNN's on reordered weights where it can pack
     bf16, else the plain ones), giving the plain run's result to bf16 rounding."""
-    from asr_s2s.seq2seq import packed
+    from asr_s2s.accel import precision
 
     _fresh_state(monkeypatch, tmp_path, **env)
-    packed.cpu_native_bf16.cache_clear()  # asked again under this environment, and after it
-    request.addfinalizer(packed.cpu_native_bf16.cache_clear)
-    if why.startswith("failed") and not packed.cpu_native_bf16():
+    precision.cpu_native_bf16.cache_clear()  # asked again under this environment, and after it
+    request.addfinalizer(precision.cpu_native_bf16.cache_clear)
+    if why.startswith("failed") and not precision.cpu_native_bf16():
         why = "no AVX512-BF16"  # the compiler is never asked
     assert not cpu_kernels.available()
     assert cpu_kernels.status().startswith("off: ") and why in cpu_kernels.status()
@@ -141,7 +143,7 @@ def test_without_the_kernel_the_encoder_runs_torch(monkeypatch, request, tmp_pat
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the bf16 encoder copy runs
         ref, _ = run_rnn_padded(rnn, x, torch.tensor([17]))  # autograd on: the plain path
         with torch.inference_mode():
-            out, _ = run_rnn_padded(rnn, x, torch.tensor([17]))
+            out, _ = run_rnn(rnn, x, torch.tensor([17]))
     assert out.abs().amax() > 0.05
     torch.testing.assert_close(out, ref.detach(), atol=2e-2, rtol=2e-2)
 
@@ -168,7 +170,7 @@ def test_kernel_builds_without_openmp_where_the_compiler_lacks_it(monkeypatch, t
 
 
 def reference_location_step(weights, h, c, att, add, keys, values, lengths):
-    """decoder.Decoder._search_step up to the output layer, in plain torch, with the kernel's roundings: the
+    """accel.decoder.search_step up to the output layer, in plain torch, with the kernel's roundings: the
     query, gate and combine products on bf16 inputs and weights (fp32 sums), the rest in fp32."""
     wq, wg, wc, bc, conv, loc2, v2 = weights
 
@@ -231,7 +233,8 @@ def test_location_step_equals_the_reference_arithmetic(n, t, a, v, hidden, d, ch
 def test_bf16_search_steps_on_the_kernel(monkeypatch):
     """Greedy search in bf16 (and int8) runs every step on the kernel, for one utterance and for a batch; the
     scores stay where the torch steps put them; a decoder whose sizes do not fit keeps the torch steps."""
-    from asr_s2s.seq2seq import Seq2Seq, packed
+    from asr_s2s.accel import packed
+    from asr_s2s.seq2seq import Seq2Seq
     from s2s_helpers import tiny_config
 
     torch.manual_seed(0)
@@ -242,19 +245,19 @@ def test_bf16_search_steps_on_the_kernel(monkeypatch):
     monkeypatch.setattr(cpu_kernels.LocationStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
     for precision in ("bf16", "int8"):
         packed._DERIVED.pop(m.decoder, None)
-        with_kernel = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
+        with_kernel = greedy_search(accelerate(m, precision), x[:1], xl[:1], max_len=6)
         assert len(calls) == 6
-        m.greedy(x, xl, precision=precision, max_len=6)
+        greedy_search(accelerate(m, precision), x, xl, max_len=6)
         assert len(calls) == 12  # and a batch of two
         packed._DERIVED.pop(m.decoder, None)
         with monkeypatch.context() as off:
             off.setitem(cpu_kernels._state, "lib", None)
-            without = m.greedy(x[:1], xl[:1], precision=precision, max_len=6)
+            without = greedy_search(accelerate(m, precision), x[:1], xl[:1], max_len=6)
         assert len(calls) == 12
         calls.clear()
         assert with_kernel.tokens == without.tokens
         torch.testing.assert_close(with_kernel.scores, without.scores, atol=0.05, rtol=0.05)
     odd = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=24)).eval()
-    odd.greedy(x[:1], xl[:1], precision="bf16", max_len=3)
+    greedy_search(accelerate(odd, "bf16"), x[:1], xl[:1], max_len=3)
     assert not calls and packed._DERIVED[odd.decoder][("search_weights", "bf16")][1].kernel is None
     packed._DERIVED.pop(m.decoder, None)

@@ -14,11 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "asr_s2s"
 
 # Circles through function-level imports that are known and owned elsewhere. Any circle not listed here fails.
-KNOWN_CYCLES = {
-    # Seq2Seq.greedy / .beam_search import search.py, which imports the token ids and EncoderOutput from the
-    # model's modules; being reworked with search.py (issue 27).
-    frozenset({"asr_s2s.seq2seq.model", "asr_s2s.seq2seq.search"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:
@@ -114,10 +110,11 @@ def test_the_parser_sees_the_imports_it_should():
     """The graph is read right: known edges of each kind are there (a parser that saw nothing would pass the
     tests below), and a planted circle is found."""
     top, inner = graph(False), graph(True)
-    assert "asr_s2s.seq2seq.packed" in top["asr_s2s.seq2seq.encoder"]  # from .packed import ...
-    assert "asr_s2s.seq2seq.cpu_kernels" in top["asr_s2s.seq2seq.decoder"]  # from . import cpu_kernels
-    assert "asr_s2s.seq2seq.search" in inner["asr_s2s.seq2seq.model"]  # inside Seq2Seq.greedy
-    assert "asr_s2s.seq2seq.search" not in top["asr_s2s.seq2seq.model"]
+    assert "asr_s2s.accel.packed" in top["asr_s2s.accel.encoder"]  # from .packed import ...
+    assert "asr_s2s.accel.cpu_kernels" in top["asr_s2s.accel.decoder"]  # from . import cpu_kernels
+    assert "asr_s2s.seq2seq.search" in top["asr_s2s.seq2seq.model"]  # from . import search
+    assert "asr_s2s.train" in inner["asr_s2s.bench"]  # inside train_bench
+    assert "asr_s2s.train" not in top["asr_s2s.bench"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -131,3 +128,10 @@ def test_no_import_cycles_through_function_level_imports_but_the_known_ones():
     assert new == [], f"import cycles (module or function level): {new}"
     stale = KNOWN_CYCLES - {frozenset(c) for c in found}
     assert not stale, f"KNOWN_CYCLES lists circles that are gone (remove them): {stale}"
+
+
+def test_the_core_does_not_import_the_acceleration_package():
+    """seq2seq/ is plain PyTorch: accel wraps it, never the other way round (not even inside functions)."""
+    inner = graph(True)
+    core = [m for m in inner if m.startswith("asr_s2s.seq2seq")]
+    assert core and not [(m, t) for m in core for t in inner[m] if t.startswith("asr_s2s.accel")]

@@ -9,7 +9,9 @@ import os
 import pytest
 import torch
 
+from asr_s2s.accel import accelerate
 from asr_s2s.seq2seq import ATTENTIONS, EOS, Seq2Seq, max_lengths
+from asr_s2s.seq2seq.search import beam_search, greedy_search
 from s2s_helpers import audio_batch, logmel, overfit, pad_feats, single_thread, tiny_config  # noqa: F401
 
 NORMS = [("none", 1.0), ("length", 1.0), ("gnmt", 0.8)]
@@ -186,7 +188,7 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
     as on a full-size model) decodes what fp32 decodes on the trained model's training and held-out
     utterances, with scores within bf16 rounding; an unknown precision is refused. Where oneDNN cannot pack
     bf16 weights (no AVX-512), the step keeps fp32 weights and bf16 is the encoder's autocast alone."""
-    from asr_s2s.seq2seq import packed
+    from asr_s2s.accel import packed
 
     m, (x, xl), (hx, hxl) = trained
     if pack_all:
@@ -195,8 +197,8 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
     for src, lens in ((x, xl), (hx, hxl)):
         for beam in (1, 3):
             ref = m.beam_search(src, lens, beam=beam) if beam > 1 else m.greedy(src, lens)
-            low = (m.beam_search(src, lens, beam=beam, precision="bf16") if beam > 1
-                   else m.greedy(src, lens, precision="bf16"))
+            low = (beam_search(accelerate(m, "bf16"), src, lens, beam=beam) if beam > 1
+                   else greedy_search(accelerate(m, "bf16"), src, lens))
             same = sum(a == b for a, b in zip(ref.tokens, low.tokens))
             assert same >= len(ref.tokens) - 1, (beam, ref.tokens, low.tokens)
             torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
@@ -205,7 +207,7 @@ def test_bf16_decoding_matches_fp32(trained, monkeypatch, pack_all):
     gates = packed._DERIVED[m.decoder][("search_weights", "bf16" if packs_bf16 else "fp32")][1].gates
     assert gates.weight.dtype == (torch.bfloat16 if pack_all and packs_bf16 else torch.float32)
     with pytest.raises(ValueError, match="precision"):
-        m.greedy(x, xl, precision="fp8")
+        greedy_search(accelerate(m, "fp8"), x, xl)
 
 
 def test_int8_decoding_matches_fp32_and_is_bf16_beyond_two_rows(trained, monkeypatch):
@@ -213,14 +215,13 @@ def test_int8_decoding_matches_fp32_and_is_bf16_beyond_two_rows(trained, monkeyp
     decodes on the trained model's training and held-out utterances (scores within bf16 rounding); a step of
     more rows (a beam of 3) is bf16's step, so int8 beam search equals bf16 beam search exactly. Where bf16 is
     not native, int8 is refused with a warning and decodes as precision "auto" (fp32) does."""
-    from asr_s2s.seq2seq import packed
-    from asr_s2s.seq2seq.search import native_bf16
+    from asr_s2s.accel import native_bf16, packed
 
     m, (x, xl), (hx, hxl) = trained
     if not native_bf16():
         with pytest.warns(UserWarning, match="int8"):
-            low = m.greedy(hx, hxl, precision="int8")
-        ref = m.greedy(hx, hxl, precision="fp32")
+            low = greedy_search(accelerate(m, "int8"), hx, hxl)
+        ref = greedy_search(accelerate(m, "fp32"), hx, hxl)
         assert low.tokens == ref.tokens and torch.equal(low.scores, ref.scores)  # the same fp32 path
         return
     monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)  # the bf16 fallback packed, as on a full-size model
@@ -229,14 +230,14 @@ def test_int8_decoding_matches_fp32_and_is_bf16_beyond_two_rows(trained, monkeyp
     for src, lens in ((x, xl), (hx, hxl)):
         for i in range(src.size(0)):
             one, n = src[i:i + 1, :lens[i]], lens[i:i + 1]
-            ref, low = m.greedy(one, n), m.greedy(one, n, precision="int8")
+            ref, low = m.greedy(one, n), greedy_search(accelerate(m, "int8"), one, n)
             same, total = same + (ref.tokens == low.tokens), total + 1
             torch.testing.assert_close(low.scores, ref.scores, atol=0.05, rtol=0.05)
     assert same >= total - 1, (same, total)
     weights = packed._DERIVED[m.decoder][("search_weights", "int8")][1]
     assert all(isinstance(lin, packed.Int8Linear) for lin in (weights.gates, weights.query, weights.combine))
     one, n = hx[:1, :hxl[0]], hxl[:1]
-    a, b = m.beam_search(one, n, beam=3, precision="int8"), m.beam_search(one, n, beam=3, precision="bf16")
+    a, b = beam_search(accelerate(m, "int8"), one, n, beam=3), beam_search(accelerate(m, "bf16"), one, n, beam=3)
     assert a.tokens == b.tokens and torch.equal(a.scores, b.scores)
 
 
@@ -249,20 +250,21 @@ def _cpu_flags() -> set[str]:
 
 
 def test_native_bf16_switch_makes_auto_fp32(monkeypatch, request):
-    """ASR_S2S_NATIVE_BF16=0 (read once per process, by packed.cpu_native_bf16) makes this CPU answer as one
-    without native bf16: "auto" is fp32 and "int8" falls back with a warning; unset, the CPU's own answer returns."""
-    from asr_s2s.seq2seq import packed
-    from asr_s2s.seq2seq.search import native_bf16, resolve_precision
+    """ASR_S2S_NATIVE_BF16=0 (read once per process, by accel.precision.cpu_native_bf16) makes this CPU answer as
+    one without native bf16: "auto" is fp32 and "int8" falls back with a warning; unset, the CPU's own answer
+    returns."""
+    from asr_s2s.accel import precision
+    from asr_s2s.accel import native_bf16, resolve_precision
 
-    request.addfinalizer(packed.cpu_native_bf16.cache_clear)  # after the environment is restored: asked afresh
+    request.addfinalizer(precision.cpu_native_bf16.cache_clear)  # after the environment is restored: asked afresh
     for value in ("0", "1"):
         monkeypatch.setenv("ASR_S2S_NATIVE_BF16", value)
-        packed.cpu_native_bf16.cache_clear()
+        precision.cpu_native_bf16.cache_clear()
         hardware = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
         assert native_bf16() is (value == "1" and hardware)
         assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
     monkeypatch.setenv("ASR_S2S_NATIVE_BF16", "0")
-    packed.cpu_native_bf16.cache_clear()
+    precision.cpu_native_bf16.cache_clear()
     with pytest.warns(UserWarning, match="int8"):
         assert resolve_precision("int8") == "fp32"
 
@@ -271,7 +273,7 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(trained):
     """precision="auto" resolves to bf16 on a CPU whose flags list AVX512-BF16 or AMX-BF16 (read from
     /proc/cpuinfo, independently of torch), to fp32 elsewhere and on other devices; a search with "auto"
     decodes what the precision it resolves to decodes."""
-    from asr_s2s.seq2seq.search import native_bf16, resolve_precision
+    from asr_s2s.accel import native_bf16, resolve_precision
 
     flags = _cpu_flags()
     if not flags:
@@ -291,16 +293,16 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(trained):
     with pytest.raises(ValueError, match="auto"):
         resolve_precision("fp16")
     m, _, (hx, hxl) = trained
-    want = m.greedy(hx, hxl, precision=resolve_precision("auto"))
-    got = m.greedy(hx, hxl, precision="auto")
+    want = greedy_search(accelerate(m, resolve_precision("auto")), hx, hxl)
+    got = greedy_search(accelerate(m, "auto"), hx, hxl)
     assert got.tokens == want.tokens and torch.equal(got.scores, want.scores)
 
 
 def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
-    """encode(precision="bf16") runs a cached copy of the encoder with bf16 weights: the output of the encoder
+    """accelerate(m, "bf16").encode runs a cached copy of the encoder with bf16 weights: the output of the encoder
     itself under bf16 autocast to bf16 rounding (the copy may run other kernels: reordered weights, or the C
     kernel), and a new copy once a weight changes."""
-    from asr_s2s.seq2seq import packed, search
+    from asr_s2s.accel import packed
 
     m = Seq2Seq(tiny_config("lstm", "location", vocab_size=14, hidden=24)).eval()
     x, xl = _rand_batch()  # padded rows included
@@ -309,14 +311,14 @@ def test_bf16_encode_uses_a_bf16_copy_that_follows_the_weights():
         for _ in range(2):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 want = m.encode(x, xl)
-            got = search.encode(m, x, xl, "bf16")
+            got = accelerate(m, "bf16").encode(x, xl)
             assert got.states.dtype == torch.float32
             torch.testing.assert_close(got.states, want.states.float(), atol=2e-2, rtol=2e-2)
             for a, b in zip(got.final, want.final):
                 torch.testing.assert_close(a, b.float(), atol=2e-2, rtol=2e-2)
             twins.append(packed._DERIVED[m.encoder]["bf16_twin"][1])
             assert twins[-1].rnn.weight_hh_l0.dtype == torch.bfloat16
-            assert search.encode(m, x, xl, "bf16") is not None and packed._DERIVED[m.encoder]["bf16_twin"][1] is twins[-1]
+            assert accelerate(m, "bf16").encode(x, xl) is not None and packed._DERIVED[m.encoder]["bf16_twin"][1] is twins[-1]
             with torch.no_grad():  # a changed weight (an optimizer step, a loaded checkpoint) is picked up
                 m.encoder.rnn.weight_hh_l0.mul_(1.5)
         assert twins[1] is not twins[0]

@@ -125,11 +125,14 @@ def test_parallel_teacher_forcing_equals_step_loop(cell, attention):
 
 
 def _stepped_logits(m, x, xl, tgt_in):
-    """The logits search's `step` gives when fed tgt_in (B, U) one token at a time -> (B, U, V); `stepper()`
-    (what the searches call) gives the same, bit for bit."""
+    """The logits the search step gives when fed tgt_in (B, U) one token at a time -> (B, U, V): accel's step
+    (what the recognizer's searches call; a cached-weight step for the LSTM/location decoder), which gives the
+    plain Decoder.step's logits to rounding (other kernels, another summation order)."""
+    from asr_s2s.accel import accelerate
+
     outs = []
     with torch.inference_mode():
-        for step in (m.decoder.step, m.decoder.stepper()):
+        for step in (m.decoder.step, accelerate(m, "fp32").stepper()):
             enc = m.encode(x, xl)
             mem = m.decoder.prepare(enc)
             state, out = m.decoder.init_state(enc, mem), []
@@ -137,14 +140,14 @@ def _stepped_logits(m, x, xl, tgt_in):
                 logits, state, _ = step(tgt_in[:, t], state, mem)
                 out.append(logits)
             outs.append(torch.stack(out, dim=1))
-    assert torch.equal(outs[0], outs[1])
-    return outs[0]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-4)
+    return outs[1]
 
 
 @pytest.mark.parametrize("cell,attention", [("lstm", "location"), ("gru", "location"), ("lstm", "additive"),
                                             ("rnn", "dot")])
 def test_search_step_equals_the_training_forward(cell, attention):
-    """Search's `step` (in inference the LSTM/location decoder runs a cached-weight step) gives the logits
+    """The search step (accel's: for the LSTM/location decoder a cached-weight step) gives the logits
     of the teacher-forced training forward fed the same tokens, and follows in-place weight updates."""
     torch.manual_seed(0)
     m = Seq2Seq(tiny_config(cell, attention, vocab_size=12, hidden=16)).eval()
@@ -164,7 +167,7 @@ def test_search_step_equals_the_training_forward(cell, attention):
 def test_search_step_with_packed_weights(monkeypatch):
     """The search step with every product on a oneDNN-packed weight (forced here: the tiny model's weights are
     below the size where packing pays) gives the training forward's logits, also after a weight update."""
-    from asr_s2s.seq2seq import packed
+    from asr_s2s.accel import packed
 
     monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
     torch.manual_seed(0)
@@ -183,8 +186,8 @@ def test_search_step_with_packed_weights(monkeypatch):
 
 def test_traced_search_step_holds_no_packed_weights(monkeypatch):
     """Export traces `step`: the traced graph is the plain step (an opaque packed oneDNN tensor can be neither
-    saved nor exported), whether the search cache is empty (a freshly loaded model) or holds packed weights."""
-    from asr_s2s.seq2seq import packed
+    saved nor exported), whether accel's search cache is empty (a freshly loaded model) or holds packed weights."""
+    from asr_s2s.accel import accelerate, packed
     from asr_s2s.seq2seq.decoder import DecoderState
 
     monkeypatch.setattr(packed, "MIN_PACKED_ELEMENTS", 0)
@@ -200,7 +203,9 @@ def test_traced_search_step_holds_no_packed_weights(monkeypatch):
             return m.decoder.step(tok, DecoderState(h, c, att), mem)[0]
 
         cold = torch.jit.trace(step, (tok, st.h, st.c, st.att), check_trace=False)
-        eager = m.decoder.step(tok, st, mem)[0]  # fills the cache with packed weights
+        eager = accelerate(m, "fp32").stepper()(tok, st, mem)[0]  # fills the cache with packed weights
+        assert packed._DERIVED[m.decoder][("search_weights", "fp32")][1].gates.packed is not None or \
+            not packed.can_pack(m.decoder.rnn.weight_hh_l0)
         warm = torch.jit.trace(step, (tok, st.h, st.c, st.att), check_trace=False)
         for traced in (cold, warm):
             assert "mkldnn" not in str(traced.graph)
@@ -209,7 +214,7 @@ def test_traced_search_step_holds_no_packed_weights(monkeypatch):
 
 @pytest.mark.parametrize("rows", [1, 5, 16, 64])
 def test_packed_linear_equals_linear(rows):
-    from asr_s2s.seq2seq.packed import PackedLinear, can_pack
+    from asr_s2s.accel.packed import PackedLinear, can_pack
 
     torch.manual_seed(0)
     w, b, x, other = torch.randn(48, 40), torch.randn(48), torch.randn(rows, 40), torch.randn(rows, 48)
@@ -233,7 +238,7 @@ def test_int8_linear_quantizes_per_row_and_hands_larger_batches_to_its_fallback(
     beyond INT8_MAX_ROWS to its fallback unchanged. An input size its kernel cannot take (not a multiple of 16:
     garbage or a crash in torch 2.13) is refused. Decoding uses it only where oneDNN does bf16 (`can_int8`), but
     its arithmetic is torch's on any CPU, so it is checked everywhere."""
-    from asr_s2s.seq2seq.packed import INT8_MAX_ROWS, Int8Linear, PackedLinear, can_int8, can_pack
+    from asr_s2s.accel.packed import INT8_MAX_ROWS, Int8Linear, PackedLinear, can_int8, can_pack
 
     assert not can_int8(40) and not can_int8(64, "meta")
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -268,8 +273,6 @@ def test_int8_linear_quantizes_per_row_and_hands_larger_batches_to_its_fallback(
 def test_fused_location_loop_gradients_equal_the_plain_step_loop(monkeypatch):
     """The LSTM/location decoder's fused teacher-forced loop (deferred weight gradients, re-laid-out products)
     computes the loss and every gradient of the plain loop through nn.LSTM and the attention module."""
-    from asr_s2s.seq2seq.decoder import Decoder
-
     torch.manual_seed(0)
     m = Seq2Seq(tiny_config("lstm", "location", vocab_size=12, hidden=16)).double().eval()
     x, xl = torch.randn(3, 37, 40, dtype=torch.float64), torch.tensor([37, 20, 9])
@@ -282,9 +285,9 @@ def test_fused_location_loop_gradients_equal_the_plain_step_loop(monkeypatch):
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in m.parameters()]
 
-    assert m.decoder._fused_cell
+    assert m.decoder.fused_cell
     fused = loss_and_grads()
-    monkeypatch.setattr(Decoder, "_fused_cell", property(lambda self: False))
+    monkeypatch.setattr(type(m.decoder), "fused_cell", property(lambda self: False))
     plain = loss_and_grads()
     torch.testing.assert_close(fused[0], plain[0])
     for gf, gp in zip(fused[1], plain[1]):
@@ -512,12 +515,13 @@ def test_padded_rnn_equals_packed_sequences(cell, bidirectional):
 
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_onednn_bf16)])
 def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
-    """In inference the CPU encoder's LSTM layers run on weights reordered for oneDNN once (packed.lstm_layer)
+    """In inference accel runs the CPU encoder's LSTM layers on weights reordered for oneDNN once (packed.lstm_layer)
     where the CPU allows (else the plain run's kernels): outputs and final states equal the plain run's to
     rounding (fp32) or bf16 rounding (bf16 under autocast, as the bf16 encoder copy runs), with and without
     padding, and an in-place weight update is followed. Another kernel sums in another order: the paths are
     compared within tolerance, not bit for bit."""
-    from asr_s2s.seq2seq import packed
+    from asr_s2s.accel import packed
+    from asr_s2s.accel.encoder import run_rnn
     from asr_s2s.seq2seq.encoder import make_rnn, run_rnn_padded
 
     tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
@@ -533,7 +537,7 @@ def test_inference_lstm_on_reordered_weights_equals_the_plain_run(dtype):
                 ref, ref_final = run_rnn_padded(rnn, x, lengths)  # gradients on: the plain path
                 with torch.inference_mode():
                     assert packed.can_pack_lstm(rnn, x.to(dtype)) == packed.can_pack(rnn.weight_ih_l0, dtype)
-                    out, final = run_rnn_padded(rnn, x, lengths)
+                    out, final = run_rnn(rnn, x, lengths)
                 torch.testing.assert_close(out, ref.detach(), **tol)
                 assert out.abs().amax() > 0.05 and all(out[i, n:].abs().sum() == 0 for i, n in enumerate(lengths))
                 for a, b in zip(final, ref_final):

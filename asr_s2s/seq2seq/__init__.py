@@ -1,15 +1,16 @@
 """The generic sequence-to-sequence core: encoder, attention, decoder, model, search."""
 
 from .attention import ATTENTIONS, Attention, AttentionMemory, make_attention
-from .decoder import Decoder, DecoderConfig, DecoderState
+from .decoder import DECODERS, Decoder, DecoderConfig, DecoderState, InputFeedingDecoder, LuongDecoder, make_decoder
 from .encoder import Encoder, EncoderConfig, EncoderOutput
+from .inference import Inference
 from .model import EOS, PAD, SOS, UNK, ModelConfig, Seq2Seq
 from .search import SearchResult, beam_search, greedy_search, length_penalty, max_lengths
 
 __all__ = [
     "ATTENTIONS", "Attention", "AttentionMemory", "make_attention",
-    "Decoder", "DecoderConfig", "DecoderState",
-    "Encoder", "EncoderConfig", "EncoderOutput",
+    "DECODERS", "Decoder", "DecoderConfig", "DecoderState", "InputFeedingDecoder", "LuongDecoder", "make_decoder",
+    "Encoder", "EncoderConfig", "EncoderOutput", "Inference",
     "ModelConfig", "Seq2Seq", "PAD", "SOS", "EOS", "UNK",
     "SearchResult", "greedy_search", "beam_search", "length_penalty", "max_lengths",
 ]

@@ -35,14 +35,6 @@ ATTENTIONS = ("none", "dot", "additive", "location")
 _ADDITIVE_CHUNK_ELEMS = 1 << 24
 
 
-class LocationConstants(NamedTuple):
-    """LocationAttention.search_constants(): loc2 = 2 W_f^T (C, A), v2 = 2 v (A,), keep_cum = [[0], [1]] (2, 1)."""
-
-    loc2: Tensor
-    v2: Tensor
-    keep_cum: Tensor
-
-
 class AttentionMemory(NamedTuple):
     """values (B,T,H) encoder states; keys: the precomputed key projection (B,T,A) or None (location: doubled);
     mask (B,T) bool, True on real frames; lengths (B,)."""
@@ -205,11 +197,6 @@ class LocationAttention(Attention):
         forms them once and passes them to every `align`."""
         return (2 * self.loc.weight.t()).contiguous(), 2 * self.v.weight[0]
 
-    def search_constants(self) -> LocationConstants:
-        """What `search_align` needs from the weights, formed once per search instead of at every step."""
-        loc2, v2 = self.score_factors()
-        return LocationConstants(loc2, v2, loc2.new_tensor([[0.0], [1.0]]))
-
     def align(self, query: Tensor, mem: AttentionMemory, state: Tensor | None = None,
               factors: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """One step without the context: query (B,Q) -> weights (B,T), new state (B,2,T); factors:
@@ -232,19 +219,6 @@ class LocationAttention(Attention):
         w = _masked_softmax(e, mem.mask)
         return w, torch.stack([w, state[:, 1] + w], dim=1)
 
-    def search_align(self, q2: Tensor, mem: AttentionMemory, state: Tensor, consts: LocationConstants
-                     ) -> tuple[Tensor, Tensor]:
-        """`align` for a search step (no autograd), the same function in fewer kernels, which is what a step
-        for a few rows costs: W_f f and the query term are added to the keys by a baddbmm and an add_ on the
-        conv's output as it comes, padding is masked by one `where`, and the new state [w; cum + w] is one
-        addcmul. Search step at one row: 290 -> 245 us (reference model, AN4 utterance, 2 threads).
-        q2 (N, A): 2 W_s query; state (N, 2, T) -> weights (N, T), new state (N, 2, T)."""
-        f = self.location_features(state)  # (N, T, C)
-        pre = torch.baddbmm(mem.keys, f, consts.loc2.expand(f.size(0), -1, -1))
-        e = torch.matmul(pre.add_(q2[:, None, :]).sigmoid_(), consts.v2)  # see _energies
-        w = torch.softmax(torch.where(mem.mask, e, float("-inf")), dim=-1)
-        return w, torch.addcmul(w[:, None, :], state, consts.keep_cum)
-
     def location_features(self, state: Tensor) -> Tensor:
         """self.conv over the alignments, (B, 2, T) -> (B, T, C) (a transposed view). Measured against the
         same conv as one matmul over unfolded windows (2 threads, one-off timings): search step 17 -> 14 us
@@ -253,6 +227,11 @@ class LocationAttention(Attention):
 
     def forward_all(self, queries: Tensor, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
         raise RuntimeError("location-aware attention depends on the previous alignment: use the step loop")
+
+
+# The decoder layout each attention is used with (its class's `layout`; see decoder.DECODERS).
+ATTENTION_LAYOUTS = {"none": NoAttention.layout, "dot": DotAttention.layout, "additive": AdditiveAttention.layout,
+                     "location": LocationAttention.layout}
 
 
 def make_attention(kind: str, query_dim: int, value_dim: int, attention_dim: int, *,

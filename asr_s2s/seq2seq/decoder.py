@@ -1,8 +1,9 @@
 """Autoregressive decoder: token embedding -> recurrent cell(s) -> attention -> output projection.
 
-Two layouts, picked by the attention (see attention.py):
+Two layouts, two classes on one base (`Decoder`: init_state / step / forward), picked by the attention
+(`make_decoder`, DECODERS; see attention.py):
 
-Luong (attention none / dot / additive) — the RNN does not read the previous context::
+`LuongDecoder` (attention none / dot / additive) — the RNN does not read the previous context::
 
     s_t   = RNN(emb(y_{t-1}), s_{t-1})
     c_t   = Att(s_t, memory)                       (skipped for `none`)
@@ -12,8 +13,8 @@ Luong (attention none / dot / additive) — the RNN does not read the previous c
   Under full teacher forcing the RNN therefore runs over the whole target in one fused (cuDNN / MKL)
   call and the attention for every step is one batched matmul.
 
-Bahdanau/Chorowski (attention location; the ESPnet layout) — the query is the previous state and
-the alignment, and the context is fed into the RNN::
+`InputFeedingDecoder` (Bahdanau/Chorowski: attention location; the ESPnet layout) — the query is the previous
+state and the alignment, and the context is fed into the RNN::
 
     c_t, a_t = Att(s_{t-1}, a_{t-1}, memory)
     s_t      = RNN([emb(y_{t-1}); c_t], s_{t-1})
@@ -30,17 +31,14 @@ context-vector encoder-decoder.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from . import cpu_kernels
-from .attention import ATTENTIONS, AttentionMemory, LocationConstants, make_attention
+from .attention import ATTENTION_LAYOUTS, ATTENTIONS, AttentionMemory, make_attention
 from .encoder import CELLS, Dropout, EncoderConfig, EncoderOutput, make_rnn
-from .packed import Int8Linear, PackedLinear, can_int8, can_pack, derived
 from ..dataclass_dict import from_dict_strict
 
 
@@ -143,18 +141,6 @@ class _StepProduct(torch.autograd.Function):
         return torch.bmm(grad[:, None, :], shared.transpose(1, 2))[:, 0], None, None
 
 
-class _SearchWeights(NamedTuple):
-    """See Decoder._search_weights."""
-
-    table: Tensor  # (V, 4H)
-    gates: PackedLinear | Int8Linear  # [ctx; h] -> 4H
-    query: PackedLinear | Int8Linear  # h -> 2 W_s h
-    combine: PackedLinear | Int8Linear  # [s; ctx] -> hidden
-    output: PackedLinear  # hidden -> V
-    attention: LocationConstants  # LocationAttention.search_constants()
-    kernel: cpu_kernels.LocationStep | None  # the step in bf16/int8 where the kernel is available
-
-
 def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """The LSTM cell after its matmuls: gates (N, 4H) in torch's i, f, g, o order -> h, c."""
     i, f, g, o = gates.chunk(4, dim=1)
@@ -162,16 +148,15 @@ def _lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _lstm_pointwise_inference(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """_lstm_pointwise in 6 kernels instead of 9, for the search step (where each costs more than its
-    arithmetic): one sigmoid over all 4H gates (g's share unused) and an addcmul."""
-    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
-    hid = c.size(1)
-    c = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * hid:3 * hid]))
-    return o * torch.tanh(c), c
-
-
 class Decoder(nn.Module):
+    """What both layouts share: embedding, attention, recurrent cell(s), output layer, the bridge, `init_state`,
+    `step` and the teacher-forced / scheduled-sampling step loop. A layout defines `_step` (see the module doc);
+    `make_decoder` picks the layout the attention asks for (DECODERS)."""
+
+    layout = ""  # the attention layout a subclass serves ("luong" or "bahdanau"; see attention.ATTENTION_LAYOUTS)
+    input_feeding = False  # whether the context feeds the RNN (the Bahdanau/Chorowski layout)
+    can_parallel = False  # whether teacher forcing can run all steps at once (`_parallel`)
+
     def __init__(self, cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> None:
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
@@ -179,7 +164,8 @@ class Decoder(nn.Module):
         self.attention = make_attention(cfg.attention, cfg.hidden, enc.output_dim, cfg.attention_dim,
                                         location_channels=cfg.location_channels,
                                         location_kernel=cfg.location_kernel)
-        self.input_feeding = self.attention.layout == "bahdanau"
+        if self.attention.layout != self.layout:
+            raise ValueError(f"attention {cfg.attention!r} needs the {self.attention.layout} layout, not {self.layout}")
         ctx = self.attention.context_dim
         self.rnn = make_rnn(cfg.cell, cfg.embed_dim + (ctx if self.input_feeding else 0), cfg.hidden, cfg.layers,
                             dropout=cfg.dropout)
@@ -234,116 +220,21 @@ class Decoder(nn.Module):
     def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
               ) -> tuple[Tensor, DecoderState, Tensor]:
         """emb (N, E) -> features (N, hidden), new state, attention weights (N, T)."""
-        if self.input_feeding and self._fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
-            ctx, w, att = self.attention(state.h[-1], mem, state.att)
-            r = self.rnn
-            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
-            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
-            h, c = s[None], c[None]
-        elif self.input_feeding:
-            ctx, w, att = self.attention(state.h[-1], mem, state.att)
-            out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
-            s = out[:, 0]
-        else:
-            out, h, c = self._rnn(emb[:, None], state)
-            s = out[:, 0]
-            ctx, w, att = self.attention(s, mem, state.att)
-        return self._features(s, ctx), DecoderState(h, c, att), w
+        raise NotImplementedError
 
-    def step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory, precision: str = "fp32"
+    def step(self, tokens: Tensor, state: DecoderState, mem: AttentionMemory
              ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step for a batch of hypotheses: tokens (N,) long (the previous output) ->
-        logits (N, V), new state, attention weights (N, T). precision "bf16" / "int8": the LSTM/location
-        decoder's largest products run on bf16 / int8 weights in inference where the CPU has native bf16 (see
-        _search_weights)."""
-        if self._use_search_step():
-            return self._search_step(self._search_weights(precision), tokens, state, mem)
+        logits (N, V), new state, attention weights (N, T). (Search runs this through seq2seq.inference, or
+        accel's faster equivalent.)"""
         feats, state, w = self._step(self.dropout(self.embed(tokens)), state, mem)
         return self.output(feats), state, w
 
-    def stepper(self, precision: str = "fp32") -> Callable[[Tensor, DecoderState, AttentionMemory],
-                                                           tuple[Tensor, DecoderState, Tensor]]:
-        """`step` with its precision bound, for a search loop: (tokens, state, mem) -> as `step`. In inference
-        the search weights are looked up here, once, not at every step (checking that they are current costs
-        ~45 us under cProfile, a tenth of a batch-1 step); a search calls this once per batch, and weights do
-        not change during a search."""
-        if self._use_search_step():
-            return functools.partial(self._search_step, self._search_weights(precision))
-        return functools.partial(self.step, precision=precision)
-
-    def _use_search_step(self) -> bool:
-        # Export traces `step`: the traced graph gets the plain step (the cached search weights hold opaque
-        # packed tensors, which a graph can neither save nor export).
-        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        return self._fused_cell and not (self.training or torch.is_grad_enabled() or tracing)
-
-    def _search_step(self, p: "_SearchWeights", tokens: Tensor, state: DecoderState, mem: AttentionMemory
-                     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """`step` of the input-feeding LSTM decoder in inference, on weights prepared once (p, from
-        _search_weights): the embedding's share of the gates (with both biases) is a per-token table,
-        [context; h] meets the rest of the gate weights in one product, on a weight packed for oneDNN
-        where that pays (see packed.py). Same function as `_step` + `output`, on the weights' precision (see
-        _search_weights); every product takes and gives fp32, the rest of the step is fp32."""
-        h = state.h[0]
-        if p.kernel is not None and h.dtype == mem.keys.dtype == torch.float32:
-            feats, s, c, w, att = p.kernel(h, state.c[0], state.att, p.table.index_select(0, tokens), mem.keys,
-                                           mem.values, mem.lengths)
-            return p.output(feats), DecoderState(s[None], c[None], att), w
-        w, att = self.attention.search_align(p.query(h), mem, state.att, p.attention)
-        ctx = torch.bmm(w[:, None, :], mem.values).squeeze(1)
-        gates = p.gates(torch.cat([ctx, h], dim=1), add=p.table.index_select(0, tokens))
-        s, c = _lstm_pointwise_inference(gates, state.c[0])
-        feats = p.combine(torch.cat([s, ctx], dim=1), act="tanh")  # dropout is the identity here
-        return p.output(feats), DecoderState(s[None], c[None], att), w
-
-    def _search_weights(self, precision: str = "fp32") -> "_SearchWeights":
-        """The search step's weights: the (V, 4H) gate pre-activations of every token's embedding plus
-        both biases, and products for the gates' [ctx; h] part, the attention query (times 2, see
-        attention._energies), the combine layer and the output layer; the attention's constant factors. Built
-        once, rebuilt when a weight changes (moved, loaded, trained). Kept outside the module: packed oneDNN
-        tensors cannot be copied.
-
-        precision "fp32": every product fp32 (packed where that pays); "bf16": the gate product, the step's
-        largest (4H x (ctx + H)), on a packed bf16 weight; "int8": as bf16, but a step of at most
-        packed.INT8_MAX_ROWS hypotheses (greedy search of one utterance) has its gate, query and combine
-        products on int8 weights (packed.Int8Linear), where that is the faster. The output layer stays fp32 (it
-        is small, and its logits rank the hypotheses). bf16 and int8 need a CPU with native bf16: elsewhere bf16
-        is fp32 and int8 is bf16. In both, the step is one call of cpu_kernels.LocationStep (up to the output layer)
-        where that is available: its query, gate and combine products on bf16 weights (also for int8)."""
-        r, e_dim, att = self.rnn, self.cfg.embed_dim, self.attention
-        params = (self.embed.weight, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, att.query.weight,
-                  att.loc.weight, att.v.weight, self.combine.weight, self.combine.bias, self.output.weight,
-                  self.output.bias)
-        in_sizes = (r.weight_ih_l0.size(1) - e_dim + r.weight_hh_l0.size(1), att.query.weight.size(1),
-                    self.combine.weight.size(1))  # of the gate, query and combine products
-        if precision == "int8" and not all(can_int8(n, r.weight_hh_l0.device) for n in in_sizes):
-            precision = "bf16"
-        if precision == "bf16" and not can_pack(r.weight_hh_l0, torch.bfloat16):  # unpacked bf16 gains nothing
-            precision = "fp32"
-
-        @torch.no_grad()
-        def build() -> _SearchWeights:
-            w_emb, w_ctx = r.weight_ih_l0.split([e_dim, r.weight_ih_l0.size(1) - e_dim], dim=1)
-            table = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, self.embed.weight, w_emb.t())
-            w_gates = torch.cat([w_ctx, r.weight_hh_l0], dim=1)
-            gates = PackedLinear(w_gates, dtype=torch.float32 if precision == "fp32" else torch.bfloat16)
-            if gates.packed is None and precision != "fp32":  # unpacked bf16 products gain nothing
-                gates = PackedLinear(w_gates)
-            query, combine = PackedLinear(2 * att.query.weight), PackedLinear(self.combine.weight, self.combine.bias)
-            if precision == "int8":
-                gates, query, combine = (Int8Linear(w_gates, fallback=gates),
-                                         Int8Linear(2 * att.query.weight, fallback=query),
-                                         Int8Linear(self.combine.weight, self.combine.bias, fallback=combine))
-            consts, kernel = att.search_constants(), None
-            sizes = (att.query.weight.size(0), w_ctx.size(1), r.hidden_size, self.combine.weight.size(0))
-            if precision != "fp32" and w_gates.device.type == "cpu" and cpu_kernels.LocationStep.fits(*sizes) \
-                    and cpu_kernels.available():
-                kernel = cpu_kernels.LocationStep(2 * att.query.weight, w_gates, self.combine.weight,
-                                                  self.combine.bias, att.conv.weight, consts.loc2, consts.v2)
-            return _SearchWeights(table, gates, query, combine, PackedLinear(self.output.weight, self.output.bias),
-                                  consts, kernel)
-
-        return derived(self, ("search_weights", precision), params, build)
+    @property
+    def fused_cell(self) -> bool:
+        """Whether the cell runs as explicit matmuls (InputFeedingDecoder); a search may then step it on
+        prepared weights (asr_s2s.accel)."""
+        return False
 
     # ---- training forward --------------------------------------------------------------------
     def forward(self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0,
@@ -357,22 +248,96 @@ class Decoder(nn.Module):
         Returns logits (B, U, V) and attention weights (B, U, T)."""
         mem = self.prepare(enc)
         state = self.init_state(enc, mem)
-        can_parallel = teacher_forcing >= 1.0 and not self.attention.stateful and not self.input_feeding
+        possible = teacher_forcing >= 1.0 and self.can_parallel
         if parallel is None:
-            parallel = can_parallel
-        elif parallel and not can_parallel:
+            parallel = possible
+        elif parallel and not possible:
             raise ValueError("the parallel path needs teacher_forcing=1 and a Luong-layout attention")
         if parallel:
-            out, _, _ = self._rnn(self.dropout(self.embed(tgt_in)), state)  # one fused call over U
-            ctx, w = self.attention.forward_all(out, mem)
-            return self.output(self._features(out, ctx)), w
+            return self._parallel(tgt_in, state, mem)
         return self._loop(tgt_in, state, mem, teacher_forcing)
 
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
+              ) -> tuple[Tensor, Tensor]:
+        """The step loop over tgt_in (B, U): teacher-forced, or scheduled sampling below 1.0."""
+        b, u = tgt_in.shape
+        feats, weights, logits = [], [], []
+        if teacher_forcing >= 1.0:
+            emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
+            for t in range(u):
+                f, state, w = self._step(emb_all[:, t], state, mem)
+                feats.append(f)
+                weights.append(w)
+            return self.output(torch.stack(feats, dim=1)), torch.stack(weights, dim=1)
+        # Scheduled sampling: coin flips and argmax stay on the device (no host syncs).
+        use_ref = torch.rand(b, u, device=tgt_in.device) < teacher_forcing
+        prev = tgt_in[:, 0]
+        for t in range(u):
+            tok = prev if t == 0 else torch.where(use_ref[:, t], tgt_in[:, t], prev)
+            f, state, w = self._step(self.dropout(self.embed(tok)), state, mem)
+            lg = self.output(f)
+            prev = lg.detach().argmax(-1)
+            logits.append(lg)
+            weights.append(w)
+        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+
+
+class LuongDecoder(Decoder):
+    """Attention none / dot / additive: the RNN reads the embedding alone, the attention reads its output."""
+
+    layout = "luong"
+
     @property
-    def _fused_cell(self) -> bool:
-        """One LSTM layer fed [embedding; context] (the location-attention layout): the teacher-forced
-        loop runs the cell as explicit matmuls (see _loop_fused)."""
-        return self.is_lstm and self.cfg.layers == 1 and self.input_feeding and self.rnn.bias
+    def can_parallel(self) -> bool:
+        return not self.attention.stateful
+
+    def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
+              ) -> tuple[Tensor, DecoderState, Tensor]:
+        out, h, c = self._rnn(emb[:, None], state)
+        s = out[:, 0]
+        ctx, w, att = self.attention(s, mem, state.att)
+        return self._features(s, ctx), DecoderState(h, c, att), w
+
+    def _parallel(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
+        """Full teacher forcing in one fused RNN call over U and one batched attention."""
+        out, _, _ = self._rnn(self.dropout(self.embed(tgt_in)), state)
+        ctx, w = self.attention.forward_all(out, mem)
+        return self.output(self._features(out, ctx)), w
+
+
+class InputFeedingDecoder(Decoder):
+    """Attention location: the attention reads the previous state and alignment, and its context feeds the RNN."""
+
+    layout = "bahdanau"
+    input_feeding = True
+
+    @property
+    def fused_cell(self) -> bool:
+        """One biased LSTM layer fed [embedding; context]: the teacher-forced loop runs the cell as explicit
+        matmuls (see _loop_fused), and so can a search step."""
+        return self.is_lstm and self.cfg.layers == 1 and self.rnn.bias
+
+    def _step(self, emb: Tensor, state: DecoderState, mem: AttentionMemory
+              ) -> tuple[Tensor, DecoderState, Tensor]:
+        ctx, w, att = self.attention(state.h[-1], mem, state.att)
+        if self.fused_cell:  # the same cell as explicit matmuls (no per-step RNN call)
+            r = self.rnn
+            gates = torch.addmm(r.bias_ih_l0 + r.bias_hh_l0, torch.cat([emb, ctx], dim=-1), r.weight_ih_l0.t())
+            s, c = _lstm_pointwise(torch.addmm(gates, state.h[0], r.weight_hh_l0.t()), state.c[0])
+            h, c = s[None], c[None]
+        else:
+            out, h, c = self._rnn(torch.cat([emb, ctx], dim=-1)[:, None], state)
+            s = out[:, 0]
+        return self._features(s, ctx), DecoderState(h, c, att), w
+
+    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
+              ) -> tuple[Tensor, Tensor]:
+        if teacher_forcing >= 1.0 and self.fused_cell:
+            return self._loop_fused(tgt_in, state, mem)
+        return super()._loop(tgt_in, state, mem, teacher_forcing)
 
     def _loop_fused(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory) -> tuple[Tensor, Tensor]:
         """Teacher-forced loop of the input-feeding LSTM decoder with the per-step work cut to what
@@ -402,27 +367,11 @@ class Decoder(nn.Module):
         feats = self._features(torch.stack(hs, dim=1), torch.stack(ctxs, dim=1))
         return self.output(feats), torch.stack(weights, dim=1)
 
-    def _loop(self, tgt_in: Tensor, state: DecoderState, mem: AttentionMemory, teacher_forcing: float
-              ) -> tuple[Tensor, Tensor]:
-        b, u = tgt_in.shape
-        feats, weights, logits = [], [], []
-        if teacher_forcing >= 1.0 and self._fused_cell:
-            return self._loop_fused(tgt_in, state, mem)
-        if teacher_forcing >= 1.0:
-            emb_all = self.dropout(self.embed(tgt_in))  # embed once; no per-step embedding calls
-            for t in range(u):
-                f, state, w = self._step(emb_all[:, t], state, mem)
-                feats.append(f)
-                weights.append(w)
-            return self.output(torch.stack(feats, dim=1)), torch.stack(weights, dim=1)
-        # Scheduled sampling: coin flips and argmax stay on the device (no host syncs).
-        use_ref = torch.rand(b, u, device=tgt_in.device) < teacher_forcing
-        prev = tgt_in[:, 0]
-        for t in range(u):
-            tok = prev if t == 0 else torch.where(use_ref[:, t], tgt_in[:, t], prev)
-            f, state, w = self._step(self.dropout(self.embed(tok)), state, mem)
-            lg = self.output(f)
-            prev = lg.detach().argmax(-1)
-            logits.append(lg)
-            weights.append(w)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+
+# Decoder classes by the attention layout they serve: a new layout is one class and one entry.
+DECODERS: dict[str, type[Decoder]] = {"luong": LuongDecoder, "bahdanau": InputFeedingDecoder}
+
+
+def make_decoder(cfg: DecoderConfig, vocab_size: int, enc: EncoderConfig) -> Decoder:
+    """The decoder of the layout `cfg.attention` asks for (see attention.ATTENTION_LAYOUTS)."""
+    return DECODERS[ATTENTION_LAYOUTS[cfg.attention]](cfg, vocab_size, enc)

@@ -19,8 +19,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from . import cpu_kernels
-from .packed import can_pack_lstm, derived, lstm_layer, reorder_lstm_weights
 from ..dataclass_dict import from_dict_strict
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -120,14 +118,16 @@ class Conv2dSubsampling(nn.Module):
             c_in, f = channels, (f + 1) // 2
         self.convs = nn.ModuleList(convs)
         self.out = nn.Linear(c_in * f, out_dim)
+        self.out_channels, self.out_freqs = c_in, f
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         for _ in range(self.stages):
             lengths = (lengths + 1) // 2  # ceil(L / 2)
         return lengths
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, F), lengths (B,) -> (B, T', out_dim), (B,)."""
+    def forward(self, x: Tensor, lengths: Tensor, out_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, T, F), lengths (B,) -> (B, T', out_dim), (B,). out_weight: `permuted_out_weight()`, where the
+        caller keeps it between calls (inference: accel.encoder); formed here otherwise."""
         # Channels-last (NHWC) activations and weights: oneDNN's convolutions run ~1.8x faster forward and
         # backward than on NCHW here (measured on AN4 batches, (68, 1, 291, 80) -> (68, 32, 73, 20)). The input
         # gets channels-last strides explicitly: with one channel, .contiguous(channels_last) keeps NCHW strides,
@@ -155,16 +155,14 @@ class Conv2dSubsampling(nn.Module):
         # permuted to match: same function as self.out on (B, T, C*F), but the gradient reaching the convs
         # stays channels-last (the (C, F) order made relu's backward and the conv's run on mixed layouts plus a
         # layout copy: -2.6% training time of the reference model, A/B in one process).
-        return nn.functional.linear(h.permute(0, 2, 3, 1).reshape(b, t, f * c), self._out_weight(c, f),
-                                    self.out.bias), lengths
+        if out_weight is None:
+            out_weight = self.permuted_out_weight()
+        return nn.functional.linear(h.permute(0, 2, 3, 1).reshape(b, t, f * c), out_weight, self.out.bias), lengths
 
-    def _out_weight(self, c: int, f: int) -> Tensor:
-        """self.out's weight with its columns in (F, C) order; kept between calls in inference, where re-forming
-        it cost ~0.1-0.17 ms a batch (a strided copy of 164k entries)."""
-        def permuted() -> Tensor:
-            return self.out.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)
-
-        return permuted() if torch.is_grad_enabled() else derived(self, "out_weight", (self.out.weight,), permuted)
+    def permuted_out_weight(self) -> Tensor:
+        """self.out's weight (D, C*F) with its columns in (F, C) order: (D, F*C)."""
+        c, f = self.out_channels, self.out_freqs
+        return self.out.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)
 
 
 def _zero_frame_past_end(h: Tensor, lengths: Tensor) -> None:
@@ -238,17 +236,26 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput:
         """x (B, T, F) float, lengths (B,) long (each >= 1) -> EncoderOutput."""
-        if self.subsample is not None:
-            x, lengths = self.subsample(x, lengths)
-        x = self.dropout(x)
-        if x.device.type == "cpu":
-            states, final = run_rnn_padded(self.rnn, x, lengths)
-            return EncoderOutput(self.dropout(states), lengths, final)
-        # pack_padded_sequence wants lengths on the CPU: one small copy per batch.
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        x, lengths = self.subsampled(x, lengths)
+        states, final = self.recurrent(x, lengths)
         return EncoderOutput(self.dropout(states), lengths, final)
+
+    def subsampled(self, x: Tensor, lengths: Tensor, **subsample_args: Tensor) -> tuple[Tensor, Tensor]:
+        """The recurrent stack's input: x (B, T, F) -> (B, T', D) subsampled, dropout applied; lengths -> (B,)."""
+        if self.subsample is not None:
+            x, lengths = self.subsample(x, lengths, **subsample_args)
+        return self.dropout(x), lengths
+
+    def recurrent(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """The recurrent stack over a padded batch: x (B, T', D) -> states (B, T', H_out) zero past each length
+        (before the output dropout), final (see EncoderOutput)."""
+        if x.device.type == "cpu":
+            return run_rnn_padded(self.rnn, x, lengths)
+        # pack_padded_sequence wants lengths on the CPU: one small copy per batch.
+        seqs = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(seqs)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return states, final
 
 
 # Added to the pre-activations of the gates that hold the state on padded frames (see run_rnn_padded):
@@ -256,7 +263,7 @@ class Encoder(nn.Module):
 _FREEZE = 1.0e4
 
 
-def _freeze_params(params: list[Tensor], hidden: int, is_lstm: bool) -> list[Tensor]:
+def freeze_params(params: list[Tensor], hidden: int, is_lstm: bool) -> list[Tensor]:
     """Weights for an input with one extra column, 1.0 on padded frames: weight_ih gets a column that
     saturates the LSTM's forget gate to 1 and its input gate to 0 (c is held), or the GRU's update gate
     to 1 (h is held); torch's gate order is i, f, g, o (LSTM) and r, z, n (GRU)."""
@@ -289,20 +296,14 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
     A plain RNN has no gate to hold: its backward direction runs on each row reversed within its length
     (a gather), its finals are read from the outputs.
 
-    In inference an LSTM runs this way also without padding, each layer and direction on weights reordered for
-    oneDNN once (packed.lstm_layer; nn.LSTM reorders them at every call): the same results up to summation
-    order, and at batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the time (A/B in one process, AN4 dev).
-    One utterance of a bf16 LSTM in inference runs on cpu_kernels' compiled layer instead, where it is available
-    (0.46x oneDNN's time for the layers on 2 threads, 0.67x on one; equal to it up to bf16 rounding).
+    (In inference, accel.encoder runs LSTM layers on weights prepared once, with the same hold column.)
     -> states (B, T, dirs*H) zero past each length, final ((layers*dirs, B, H), or an (h, c) pair for LSTM)."""
     b, t, _ = x.shape
     padded = not bool((lengths == t).all())
-    packed = can_pack_lstm(rnn, x)  # inference: LSTM layers on weights reordered once (see packed.py)
-    if not padded and not packed:  # the module's own fused multi-layer call is exact
+    if not padded:  # the module's own fused multi-layer call is exact
         return rnn(x)
     is_lstm, is_gru = isinstance(rnn, nn.LSTM), isinstance(rnn, nn.GRU)
     hold = is_lstm or is_gru
-    add_col = hold and padded  # the hold column; without padding it would be all zeros
     dirs = 2 if rnn.bidirectional else 1
     if is_lstm:
         fn = torch.lstm
@@ -310,17 +311,12 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
         fn = torch.gru
     else:
         fn = torch.rnn_tanh if rnn.nonlinearity == "tanh" else torch.rnn_relu
-    if packed:
-        x = x.to(rnn.weight_ih_l0.dtype)  # what torch.lstm does under autocast (the bf16 encoder copy)
-        if b == 1 and x.dtype == torch.bfloat16 and _kernel_fits(rnn) and cpu_kernels.available():
-            return _run_lstm_kernel_b1(rnn, x)
-        cache = derived(rnn, "reordered", rnn.parameters(), dict)  # {(layer, d, add_col): reordered weights}
     mask = lengths_mask(lengths, t)
     last = (lengths - 1).clamp(min=0)[:, None, None]  # (B,1,1): each row's last real step
-    if add_col:
+    if hold:  # the hold column
         pad_col = (~mask)[:, :, None].to(x.dtype)
         pad_cols = (pad_col, pad_col.flip(1))
-    elif not hold:
+    else:
         steps = torch.arange(t, device=x.device)[None, :]
         rev = torch.where(mask, lengths[:, None] - 1 - steps, steps)[:, :, None]  # reverse within length
     train = torch.is_grad_enabled()  # oneDNN keeps its workspace for backward only in "train" mode
@@ -332,65 +328,29 @@ def run_rnn_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor,
             params = [getattr(rnn, f"weight_ih{sfx}"), getattr(rnn, f"weight_hh{sfx}")]
             if rnn.bias:
                 params += [getattr(rnn, f"bias_ih{sfx}"), getattr(rnn, f"bias_hh{sfx}")]
-            # Without padding the reordered-weight LSTM runs its backward direction in reverse itself (no flips).
-            rev_call = packed and not padded and d == 1
-            if d == 0 or rev_call:
+            if d == 0:
                 xi = inp
             else:
                 xi = inp.flip(1) if hold else inp.gather(1, rev.expand(-1, -1, inp.size(2)))
-            if add_col:
+            h0 = xi.new_zeros(1, b, rnn.hidden_size)
+            if hold:
                 xi = torch.cat([xi, pad_cols[d]], dim=2)
-            if packed:
-                weights = cache.get((layer, d, add_col))
-                if weights is None:
-                    w_ih, w_hh = (_freeze_params(params, rnn.hidden_size, True) if add_col else params)[:2]
-                    weights = cache[(layer, d, add_col)] = reorder_lstm_weights(w_ih, w_hh, rev_call)
-                out, h_n, c_n = lstm_layer(xi, weights, params[2], params[3], rev_call)
+                params = freeze_params(params, rnn.hidden_size, is_lstm)
+            if is_lstm:
+                out, h_n, c_n = fn(xi, (h0, h0), params, rnn.bias, 1, 0.0, train, False, True)
                 cs.append(c_n)
             else:
-                h0 = xi.new_zeros(1, b, rnn.hidden_size)
-                if add_col:
-                    params = _freeze_params(params, rnn.hidden_size, is_lstm)
-                if is_lstm:
-                    out, h_n, c_n = fn(xi, (h0, h0), params, rnn.bias, 1, 0.0, train, False, True)
-                    cs.append(c_n)
-                else:
-                    out, h_n = fn(xi, h0, params, rnn.bias, 1, 0.0, train, False, True)
-            if (is_lstm and d == 0 and padded) or not hold:  # the call's final h is not the last real frame's
+                out, h_n = fn(xi, h0, params, rnn.bias, 1, 0.0, train, False, True)
+            if (is_lstm and d == 0) or not hold:  # the call's final h is not the last real frame's
                 h_n = out.gather(1, last.expand(-1, -1, out.size(2))).transpose(0, 1)
             hs.append(h_n)
-            if d == 1 and not rev_call:
+            if d == 1:
                 out = out.flip(1) if hold else out.gather(1, rev.expand(-1, -1, out.size(2)))
             outs.append(out)
         inp = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
             inp = dropout(inp, rnn.dropout)
-    states = inp * mask[:, :, None].to(inp.dtype) if padded else inp
+    states = inp * mask[:, :, None].to(inp.dtype)
     h = torch.cat(hs, dim=0)
     return states, ((h, torch.cat(cs, dim=0)) if is_lstm else h)
 
-
-def _kernel_fits(rnn: nn.LSTM) -> bool:
-    dirs = 2 if rnn.bidirectional else 1
-    return cpu_kernels.fits(rnn.input_size, rnn.hidden_size) and cpu_kernels.fits(dirs * rnn.hidden_size,
-                                                                                  rnn.hidden_size)
-
-
-def _run_lstm_kernel_b1(rnn: nn.LSTM, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """run_rnn_padded for one utterance in bf16 inference on cpu_kernels' LSTM (about half oneDNN's time at
-    batch 1): x (1, T, In) -> states (1, T, dirs*H), final h and c (layers*dirs, 1, H), all in x's dtype."""
-    dirs = 2 if rnn.bidirectional else 1
-
-    def pack() -> list[list[tuple[Tensor, Tensor, Tensor]]]:
-        sfx = [f"_l{layer}" + ("_reverse" if d else "") for layer in range(rnn.num_layers) for d in range(dirs)]
-        per_dir = [cpu_kernels.pack_direction(*(getattr(rnn, f"{name}{s}") for name in
-                                                ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))) for s in sfx]
-        return [per_dir[layer * dirs:(layer + 1) * dirs] for layer in range(rnn.num_layers)]
-
-    packs = derived(rnn, "bf16_kernel_b1", rnn.parameters(), pack)
-    inp, hs, cs = x[0].contiguous(), [], []
-    for layer_packs in packs:
-        inp, h_n, c_n = cpu_kernels.lstm_layer_b1(inp, layer_packs)
-        hs.append(h_n)
-        cs.append(c_n)
-    return inp[None], (torch.cat(hs)[:, None].to(x.dtype), torch.cat(cs)[:, None].to(x.dtype))

@@ -11,8 +11,9 @@ import yaml
 from torch import Tensor, nn
 
 from ..tokens import CTC_BLANK, EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
-from .decoder import Decoder, DecoderConfig
+from .decoder import DecoderConfig, make_decoder
 from .encoder import Encoder, EncoderConfig, EncoderOutput
+from . import search
 from ..dataclass_dict import from_dict_strict
 
 
@@ -68,7 +69,7 @@ class Seq2Seq(nn.Module):
         self.frontend = (nn.Embedding(cfg.src_vocab_size, cfg.encoder.input_dim, padding_idx=PAD)
                          if cfg.input == "text" else None)
         self.encoder = Encoder(cfg.encoder)
-        self.decoder = Decoder(cfg.decoder, cfg.vocab_size, cfg.encoder)
+        self.decoder = make_decoder(cfg.decoder, cfg.vocab_size, cfg.encoder)
         self.ctc = nn.Linear(cfg.encoder.output_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
 
     def num_parameters(self, trainable_only: bool = True) -> int:
@@ -119,13 +120,11 @@ class Seq2Seq(nn.Module):
             ctc = ce.new_zeros(())
         return {"loss": (1.0 - w) * ce + w * ctc, "ce": ce, "ctc": ctc, "ntokens": ntokens}
 
-    # ---- decoding (see search.py) --------------------------------------------------------------
-    def greedy(self, src: Tensor, src_lens: Tensor, **opts: Any):
-        """Batched greedy decoding; opts as search.greedy_search. -> SearchResult."""
-        from .search import greedy_search
-        return greedy_search(self, src, src_lens, **opts)
+    # ---- decoding (see search.py; plain modules: the recognizer decodes through asr_s2s.accel) ---------
+    def greedy(self, src: Tensor, src_lens: Tensor, **opts: Any) -> search.SearchResult:
+        """Batched greedy decoding; opts as search.greedy_search."""
+        return search.greedy_search(self, src, src_lens, **opts)
 
-    def beam_search(self, src: Tensor, src_lens: Tensor, beam: int = 4, **opts: Any):
-        """Batched beam search; opts as search.beam_search. -> SearchResult."""
-        from .search import beam_search
-        return beam_search(self, src, src_lens, beam=beam, **opts)
+    def beam_search(self, src: Tensor, src_lens: Tensor, beam: int = 4, **opts: Any) -> search.SearchResult:
+        """Batched beam search; opts as search.beam_search."""
+        return search.beam_search(self, src, src_lens, beam=beam, **opts)

@@ -20,46 +20,28 @@ Greedy reports the same normalised score, so beam width 1 gives greedy's tokens 
 float rounding: greedy drops finished rows from its batch, which can change a product's summation order, and
 takes the argmax of the logits, where beam search ranks log-probabilities).
 
-Precision: "fp32" (the default here), "bf16", or "auto" (see `resolve_precision`: bf16 where the CPU has
-native bf16 arithmetic, fp32 elsewhere). With `precision="bf16"` the encoder runs under bfloat16 autocast (its
-LSTMs, convolutions and linears in bf16, ~1.5-2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs) and its
-outputs are cast back to fp32. The search steps stay fp32 (small, latency-bound ops where casts cost more than
-they save) except the LSTM/location decoder's gate product, the step's largest, which runs on a bf16 weight
-packed for oneDNN where the CPU has native bf16 (see Decoder._search_step). CPUs without native bf16 emulate
-the encoder's bf16 (not measured here; expect it slower than fp32).
-"int8" (opt-in, CPUs with native bf16) is "bf16" plus weight-only int8 for the LSTM/location decoder's gate,
-query and combine products (per-row int8 weights, bf16 scales and activations, `Int8Linear`), which are faster
-than the packed bf16/fp32 products at one or two rows: batch-1 greedy decoding of the reference model took
-0.89-0.93x bf16's time, AN4 dev WER within 0.2 points of bf16's (git show 577362c:bench/RESULTS.md);
-wider steps (batch 16, beam 4) fall back to the bf16 product, where int8 was slower.
-Where the compiled kernels of cpu_kernels are available (AVX512-BF16 and a C compiler), "bf16" and "int8" both
-run the encoder's LSTM layers of a lone utterance and every step of the LSTM/location decoder on them instead:
-bf16 products (query, gate and combine too), the attention and the cell in fp32, in one call per step.
+The model: search talks only to the `Inference` interface (inference.py: encode, initial state, step). A plain
+Seq2Seq is wrapped in the plain `Inference`; `asr_s2s.accel.accelerate(model, precision)` gives the same
+interface on faster weights (bf16, int8, oneDNN layouts, compiled kernels), and is what the recognizer uses.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import itertools
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .encoder import EncoderOutput
-from .model import EOS, PAD, SOS
-from .packed import cpu_native_bf16, derived
+from ..tokens import EOS, PAD, SOS
+from .inference import Inference, as_inference
 from .scorers import CTCPrefixScorer, FullScorer
 
 LENGTH_NORMS = ("none", "length", "gnmt")
 # Greedy (beam) search drops finished rows (utterances) from the batch it steps once at most this fraction
 # of them is live.
 SHRINK_AT = 0.75
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
 @dataclass
@@ -92,84 +74,6 @@ def max_lengths(enc_lengths: Tensor, max_len: int | Tensor, max_len_ratio: float
     if isinstance(max_len, Tensor):
         return torch.minimum(lim, max_len.to(lim.device, torch.long)).clamp(min=1)
     return lim.clamp(min=1, max=max(1, max_len))
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Decode without dropout, and give the model back in the mode it came in. A model already in eval
-    mode is left alone: eval() / train() walk every submodule (~0.45 ms per batch for the reference model,
-    under cProfile)."""
-    was_training = model.training
-    switch = any(m.training for m in model.modules())
-    if switch:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if switch:
-            model.train(was_training)
-
-
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether `device` does bf16 arithmetic in hardware, where bf16 decoding is the faster one: an x86 CPU with
-    AVX512-BF16 or AMX. (oneDNN also runs bf16 on plain AVX-512 by emulation, where it is not faster; GPUs are not
-    measured yet.)"""
-    return torch.device(device).type == "cpu" and cpu_native_bf16()
-
-
-def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """"fp32", "bf16" or "int8" for a precision option: "auto" is "bf16" where `native_bf16(device)`, else "fp32";
-    "int8" (which computes in bf16) is "auto" where bf16 is not native, with a warning.
-
-    Why transcription defaults to "auto": on the AVX512-BF16 development machine bf16 greedy decoding of AN4 dev
-    with the reference model took 0.83-0.90x the time of fp32 at batch 1 and 0.64-0.71x at batch 16, and the
-    bundled default model transcribed a 10-minute recording in 0.79x the time, with the same WER and CER on AN4
-    dev and FSDD test in both precisions (git show 577362c:bench/RESULTS.md)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and not native_bf16(device):
-        warnings.warn(f"precision 'int8' needs a CPU with native bf16; {device} decodes with precision 'auto'",
-                      stacklevel=3)
-        precision = "auto"
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
-
-
-# Modules whose weights autocast casts to bf16 at every call (the ones it runs in bf16).
-_AUTOCAST_BF16_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase)
-
-
-def _bf16_encoder(encoder: nn.Module) -> nn.Module:
-    """A copy of `encoder` whose linear, convolution and recurrent weights are bf16 already, made once and
-    remade when a weight changes. Under autocast it computes exactly what `encoder` does (autocast casts
-    those weights to bf16 itself, at every call: 15% of a batch-1 bf16 encode of the reference model); the
-    other modules keep fp32 weights, as autocast runs them in fp32."""
-    def build() -> nn.Module:
-        with torch.inference_mode(False), torch.no_grad():
-            twin = copy.deepcopy(encoder)
-            for m in twin.modules():
-                if isinstance(m, _AUTOCAST_BF16_MODULES):
-                    m.to(torch.bfloat16)
-        return twin
-
-    twin = derived(encoder, "bf16_twin", itertools.chain(encoder.parameters(), encoder.buffers()), build)
-    return twin.train(encoder.training)
-
-
-def encode(model: nn.Module, src: Tensor, src_lens: Tensor, precision: str = "fp32") -> EncoderOutput:
-    """model.encode in the given precision (see the module doc); the output is always fp32."""
-    precision = resolve_precision(precision, src.device)
-    if precision == "fp32":
-        return model.encode(src, src_lens)
-    # bf16 and int8 (whose int8 products are the decoder's) encode in bf16
-    with torch.autocast(src.device.type, dtype=torch.bfloat16):
-        if model.frontend is not None:
-            src = model.frontend(src)
-        out = _bf16_encoder(model.encoder)(src, src_lens)
-    final = tuple(f.float() for f in out.final) if isinstance(out.final, tuple) else out.final.float()
-    return EncoderOutput(out.states.float(), out.lengths, final)
 
 
 def _check(length_norm: str, alpha: float) -> None:
@@ -205,10 +109,9 @@ def _result(tokens: Tensor, n_emit: Tensor, scores: Tensor, att: Tensor, enc_len
     return SearchResult(out_tokens, lengths, scores, out_att)
 
 
-def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: int | Tensor = 200,
-                  max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0,
-                  precision: str = "fp32") -> SearchResult:
-    """Batched greedy decoding of a Seq2Seq model: rows that have emitted eos or reached their length
+def greedy_search(model: nn.Module | Inference, src: Tensor, src_lens: Tensor, *, max_len: int | Tensor = 200,
+                  max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0) -> SearchResult:
+    """Batched greedy decoding of a Seq2Seq model (or an Inference, see the module doc): rows that have emitted eos or reached their length
     limit stop (they emit pad at no cost) until every row is done.
 
     Finished rows leave the batch: once at most SHRINK_AT of the rows being stepped are still live, the
@@ -216,13 +119,11 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
     widely in transcript length (AN4 dev in length-sorted batches of 16: 55% of row-steps live), and
     every step costs per row stepped."""
     _check(length_norm, alpha)
-    precision = resolve_precision(precision, src.device)
-    with _eval_mode(model):
-        enc = encode(model, src, src_lens, precision)
-        dec = model.decoder
-        mem = dec.prepare(enc)
-        state = dec.init_state(enc, mem)
-        step = dec.stepper(precision)
+    inf = as_inference(model)
+    with inf.running():
+        enc = inf.encode(src, src_lens)
+        state, mem = inf.initial_state(enc)
+        step = inf.stepper()
         b, t_max = enc.states.size(0), enc.states.size(1)
         dev = enc.states.device
         limit = max_lengths(enc.lengths, max_len, max_len_ratio)
@@ -284,9 +185,9 @@ def greedy_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, max_len: i
         return _result(out_tok, n_emit, scores, out_att, enc.lengths)
 
 
-def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 4, max_len: int | Tensor = 200,
-                max_len_ratio: float = 2.0, length_norm: str = "length", alpha: float = 1.0,
-                precision: str = "fp32", ctc_weight: float = 0.0,
+def beam_search(model: nn.Module | Inference, src: Tensor, src_lens: Tensor, *, beam: int = 4,
+                max_len: int | Tensor = 200, max_len_ratio: float = 2.0, length_norm: str = "length",
+                alpha: float = 1.0, ctc_weight: float = 0.0,
                 scorers: Sequence[tuple[FullScorer, float]] = (), length_bonus: float = 0.0,
                 pre_beam: float = 1.5) -> SearchResult:
     """Batched beam search over a flattened (B*K) batch.
@@ -317,24 +218,22 @@ def beam_search(model: nn.Module, src: Tensor, src_lens: Tensor, *, beam: int = 
         raise ValueError(f"beam must be >= 1, got {beam}")
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-    if ctc_weight > 0 and getattr(model, "ctc", None) is None:
+    inf = as_inference(model)
+    if ctc_weight > 0 and not inf.has_ctc:
         raise ValueError("ctc_weight > 0 needs a model trained with a CTC head (model.ctc_weight > 0)")
     k = beam
-    precision = resolve_precision(precision, src.device)
-    with _eval_mode(model):
-        enc = encode(model, src, src_lens, precision)
-        dec = model.decoder
+    with inf.running():
+        enc = inf.encode(src, src_lens)
         b = enc.states.size(0)
         dev = enc.states.device
         expand = torch.arange(b, device=dev).repeat_interleave(k)
-        mem = dec.prepare(enc)
-        state = dec.init_state(enc, mem).index_select(expand)
-        mem = mem.index_select(expand)
-        step = dec.stepper(precision)
+        state, mem = inf.initial_state(enc)
+        state, mem = state.index_select(expand), mem.index_select(expand)
+        step = inf.stepper()
         extra = [(sc, float(wt), sc.init_state(expand)) for sc, wt in scorers if wt != 0.0]
         ctc = None
         if ctc_weight > 0:
-            ctc = CTCPrefixScorer(torch.log_softmax(model.ctc(enc.states).float(), dim=-1), enc.lengths)
+            ctc = CTCPrefixScorer(inf.ctc_log_probs(enc), enc.lengths)
             ctc_state = ctc.init_state(expand)
         att_weight = 1.0 - ctc_weight
         eos_index = torch.tensor([EOS], device=dev)

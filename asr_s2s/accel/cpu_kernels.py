@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .packed import cpu_native_bf16
+from .precision import cpu_native_bf16
 
 SOURCE = Path(__file__).with_name("lstm_bf16.c")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-shared", "-fPIC", "-std=gnu11",
@@ -184,7 +184,7 @@ def _pack_blocks(w: Tensor) -> Tensor:
 
 
 class LocationStep:
-    """One search step of the location-attention LSTM decoder for N hypotheses (decoder.Decoder._search_step up to
+    """One search step of the location-attention LSTM decoder for N hypotheses (accel.decoder.search_step up to
     its output layer) as one kernel call: the query, location, gate and combine products on bf16 weights (inputs
     rounded to bf16, fp32 sums), the attention and the cell in fp32; with torch on 2+ threads the hypotheses are
     shared between two. In torch the step is a chain of ~25 small ops, each slower than its arithmetic at these

@@ -14,35 +14,18 @@ through F.linear and 23 us packed.
 Packing needs a CPU tensor, a torch built with oneDNN, and for bf16 a CPU with native bf16;
 otherwise (or if the op is missing from a torch build) `PackedLinear` is plain ``F.linear``.
 The packed tensor is an opaque oneDNN tensor: it cannot be copied or saved, so it lives only in a
-cache outside the module (`derived`, used by Decoder._search_weights), never in a state dict.
+cache outside the module (`derived`, used by accel.decoder.search_weights), never in a state dict.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import weakref
 from typing import Any, Callable, Hashable, Iterable
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-
-
-NATIVE_BF16_ENV = "ASR_S2S_NATIVE_BF16"  # "0": act as on a CPU without native bf16
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_native_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16 decoding is the faster
-    one. ``ASR_S2S_NATIVE_BF16=0`` makes it False, as on a CPU without them, so that the fp32 defaults and the
-    fallbacks that such CPUs run can be run and tested on one that has them (see README on running the tests)."""
-    # Asked once per process: every search resolves its precision.
-    if os.environ.get(NATIVE_BF16_ENV, "1") == "0":
-        return False
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
 
 
 @functools.lru_cache(maxsize=None)
