@@ -145,7 +145,6 @@ def test_long_form_keeps_the_per_clip_accuracy(bundled_model, fsdd_corpus, metho
     surrounding noise (0.1 s doubles this model's errors) fail it."""
     import jiwer
 
-
     wave, _, clips, words = long_recording(fsdd_corpus, 160, seed=7)
     ref, opts = " ".join(words), bundled_model.recommended_decoding.replace(precision="fp32")
     alone = bundled_model.transcribe(clips, sample_rate=8000, batch_size=32, long_form=False, options=opts)
