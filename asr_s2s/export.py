@@ -16,7 +16,7 @@ Two graphs instead of one because the greedy loop is data-dependent (it stops at
 runtime drives it with a ten-line loop (:class:`ExportedModel` is that loop). Batch size is 1.
 
 What stays outside the graphs, in :class:`ExportedModel`, in numpy: the log-mel frontend
-(framing, periodic Hann window, rfft, the librosa mel filterbank, log with floor — the same
+(framing, periodic Hann window, rfft, the mel filterbank of :func:`asr_s2s.features.mel_filterbank`, log with floor — the same
 numbers as :class:`asr_s2s.features.LogMel`), CMVN, zero-padding for frame stacking, the greedy
 loop and detokenisation. Audio is read and resampled with :func:`asr_s2s.audio.load_audio`
 (soundfile + soxr; that module imports torch), long recordings are split with the same VAD as
@@ -207,7 +207,7 @@ class ExportedModel:
 
     # frontend
     def _init_frontend(self) -> None:
-        import librosa
+        from .features import mel_filterbank
 
         f = self.spec["features"]
         self.sample_rate = int(f["sample_rate"])
@@ -219,9 +219,9 @@ class ExportedModel:
         left = (self.n_fft - self.win) // 2  # torch.stft centres a shorter window inside n_fft
         window[left : left + self.win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.win) / self.win)  # periodic Hann
         self.window = window
-        self.mel_fb = librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=f["n_mels"], fmin=f["f_min"],
-                                          fmax=f["f_max"], htk=f.get("mel_scale", "slaney") == "htk",
-                                          norm=f.get("mel_norm", "slaney")).T.astype(np.float64)
+        self.mel_fb = mel_filterbank(self.sample_rate, self.n_fft, f["n_mels"], f["f_min"], f["f_max"],
+                                     htk=f.get("mel_scale", "slaney") == "htk",
+                                     norm=f.get("mel_norm", "slaney")).T.astype(np.float64)
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         """Mono waveform at ``sample_rate`` -> normalised log-mel ``(T, n_mels)`` float32."""

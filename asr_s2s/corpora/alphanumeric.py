@@ -29,7 +29,7 @@ import logging
 from pathlib import Path
 
 from .. import spoken
-from .common import _atomic_write, durations, is_prepared, mark_prepared, write_manifest
+from .common import _atomic_write, check_fractions, durations, is_prepared, mark_prepared, write_manifest
 from .download import Source, find_or_download
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def prepare(
     force: bool = False,
 ) -> dict[str, Path]:
     """Write ``out_dir/{train,dev,test}.jsonl`` of the recordings whose prompt the audio confirms."""
-    if dev_fraction + test_fraction >= 1.0:
-        raise ValueError(f"alphanumeric: dev_fraction + test_fraction must be below 1, not {dev_fraction + test_fraction}")
+    check_fractions(NAME, dev_fraction, test_fraction)
     root = find_or_download(NAME, data_dir, download_missing=download, source=source)
     out_dir = Path(out_dir)
     model_id = None
@@ -105,6 +104,7 @@ def prepare(
 
     model = None
     if verify:
+        from ..ctc_check import fit
         from ..model import load_model
 
         model = load_model(check_model).eval()
@@ -120,8 +120,6 @@ def prepare(
         elif model is not None:
             others = list(dict.fromkeys(f[0] for (fo, s), f in prompts.items() if fo == folder and s != speaker and f and f[0] not in forms))
             try:
-                from ..ctc_check import fit
-
                 result = fit(model, path, forms + others)
             except Exception as exc:  # an unreadable file is a counted skip, not a crash in the middle of a run
                 verdict = f"unreadable: {exc}"

@@ -34,6 +34,12 @@ def durations(paths: list[Path], workers: int = 4) -> list[float]:
         return list(ex.map(one, paths, chunksize=64))
 
 
+def check_fractions(corpus: str, dev_fraction: float, test_fraction: float) -> None:
+    """Dev and test carved from one pool must leave some of it for training."""
+    if dev_fraction + test_fraction >= 1.0:
+        raise ValueError(f"{corpus}: dev_fraction + test_fraction must be below 1, not {dev_fraction + test_fraction}")
+
+
 def clean_text(text: str, *, lowercase: bool = False) -> str:
     """NFC-normalise, turn every kind of whitespace (tabs, NBSP, U+202F ...) into one space, strip."""
     text = unicodedata.normalize("NFC", text)

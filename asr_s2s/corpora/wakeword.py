@@ -29,7 +29,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .common import _atomic_write, durations, is_prepared, mark_prepared, write_manifest
+from .common import _atomic_write, check_fractions, durations, is_prepared, mark_prepared, write_manifest
 from .download import Source, find_or_download
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def prepare(
     force: bool = False,
 ) -> dict[str, Path]:
     """Write ``out_dir/{train,dev,test}.jsonl`` for the wake-word clips that decode; return ``{split: path}``."""
-    if dev_fraction + test_fraction >= 1.0:
-        raise ValueError(f"wakeword: dev_fraction + test_fraction must be below 1, not {dev_fraction + test_fraction}")
+    check_fractions(NAME, dev_fraction, test_fraction)
     root = find_or_download(NAME, data_dir, download_missing=download, source=source)
     audio = root / "audio"
     out_dir = Path(out_dir)
