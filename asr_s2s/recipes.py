@@ -72,6 +72,10 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
                       description="the bundled default recognizer: AN4 + FSDD + wake words + alphanumeric prompts "
                                   "(letters, digits, numbers, addresses, command and wake words)"),
+    "default_fsdd_speaker": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {"fsdd": {"split": "speaker"}},
+                                   quick=["epochs=1", "data.max_dev=40"],
+                                   description="the default recipe without FSDD's held-out speakers (fsdd/test: theo, "
+                                               "never heard): how the bundled recipe does on a new voice"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
                               quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
