@@ -71,6 +71,8 @@ def long_recording(fsdd_dir: Path, n: int, seed: int = 0, gaps: tuple[float, flo
         path = fsdd_dir / f"{digit}_{speakers[i % 6]}_{10 + (i // 6) % 40}.wav"
         if not path.exists():  # the clips in tests/data (no corpus): that digit's clips in turn
             same = sorted(fsdd_dir.glob(f"{digit}_*.wav"))
+            if not same:
+                raise FileNotFoundError(f"{fsdd_dir}: no FSDD clip of the digit {digit} ({digit}_*.wav)")
             path = same[i % len(same)]
         x, _ = sf.read(str(path), dtype="float32")
         y, _ = librosa.effects.trim(x, top_db=50, ref=1.0, frame_length=160, hop_length=40)
