@@ -139,3 +139,34 @@ def test_model_file_has_the_documented_keys(tmp_path, cmvn):
     assert written["format"] == MODEL_FORMAT and written["cmvn_kind"] == cmvn
     assert (written["cmvn"] is None) == (cmvn != "global")
     assert load_model(path).cmvn_kind == cmvn
+    assert set(written["config"]["encoder"]) == documented_encoder_keys()
+    assert written["config"]["encoder"]["type"] == "recurrent"
+
+
+def documented_encoder_keys() -> set[str]:
+    """The `encoder` keys the model-file section of docs/interfaces.md lists (its `config` bullet)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "interfaces.md").read_text()
+    section = doc.split("## Model file", 1)[1].split("\n## ", 1)[0]
+    bullet = section.split("- `config`:", 1)[1].split("\n- ", 1)[0]
+    inner = bullet.split("`encoder` (", 1)[1].split(")", 1)[0]
+    return set(re.findall(r"`(\w+)`", inner)) - {"EncoderConfig"}
+
+
+def test_model_files_without_an_encoder_type_load_as_the_recurrent_encoder(tmp_path):
+    """The bundled model, and a file written before the encoder registry (no `type` in its encoder config), load
+    with the recurrent encoder and decode as before."""
+    from asr_s2s.model import load_model
+    from asr_s2s.seq2seq import RecurrentEncoder
+
+    bundled = load_model()
+    assert isinstance(bundled.seq2seq.encoder, RecurrentEncoder)
+    payload = bundled.payload()
+    del payload["config"]["encoder"]["type"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert isinstance(old.seq2seq.encoder, RecurrentEncoder) and old.cfg == bundled.cfg
+    wave = torch.randn(8000) * 0.1
+    assert old.transcribe(wave.numpy(), sample_rate=8000).text == bundled.transcribe(wave.numpy(), sample_rate=8000).text
