@@ -149,6 +149,13 @@ class ASRModel(nn.Module):
         batch = nn.utils.rnn.pad_sequence(list(waves), batch_first=True).to(self.device)
         return self.logmel(batch, lengths.to(self.device))
 
+    def decode_waves(self, waves: Sequence[torch.Tensor], options: "DecodeOptions",
+                     max_len: int | torch.Tensor = 200):
+        """One batch of waveforms (each (N_i,) at the model's sample rate) -> the core's SearchResult (row i for
+        waves[i]): log-mel, normalisation, search with `options`. `max_len`: one limit or a (B,) tensor."""
+        feats, lens = self.features_of(waves)
+        return self.decode(feats, lens, options=options, max_len=max_len)
+
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
                    beam: int | None = None, batch_size: int = 16, long_form: bool = True, precision: str = "auto",
                    options: "DecodeOptions | None" = None, vad: "VADConfig | str | None" = None, **decoding: Any
