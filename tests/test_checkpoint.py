@@ -143,6 +143,37 @@ def test_model_file_has_the_documented_keys(tmp_path, cmvn):
     assert written["config"]["encoder"]["type"] == "recurrent"
 
 
+@pytest.mark.parametrize("cmvn", ["global", "utterance", "none"])
+def test_the_model_owns_its_cmvn_statistics(tmp_path, cmvn):
+    """set_cmvn_stats is how statistics enter a model, cmvn_stats how they leave; they travel through the file,
+    and a model without global CMVN has none and refuses them."""
+    from asr_s2s.features import FeatureConfig
+    from asr_s2s.model import ASRModel, load_model
+    from asr_s2s.text import CharTokenizer
+
+    tok = CharTokenizer.build(["one two"])
+    cfg = ModelConfig.from_dict({"input": "audio", "vocab_size": tok.vocab_size,
+                                 "encoder": {"cell": "gru", "input_dim": 6, "hidden": 4, "layers": 1},
+                                 "decoder": {"cell": "gru", "embed_dim": 4, "hidden": 4, "layers": 1}})
+    model = ASRModel(cfg, tok, FeatureConfig(sample_rate=8000, n_mels=6), cmvn=cmvn)
+    mean, std = torch.arange(6.0), torch.linspace(0.5, 2.0, 6)
+    if cmvn != "global":
+        assert model.cmvn_stats is None
+        with pytest.raises(ValueError, match=cmvn):
+            model.set_cmvn_stats(mean, std)
+        return
+    model.set_cmvn_stats(mean, std)
+    got = model.cmvn_stats
+    assert torch.equal(got[0], mean) and torch.equal(got[1], std)
+    got[0].add_(1.0)  # a copy: the model's statistics stay
+    assert torch.equal(model.cmvn_stats[0], mean)
+    feats = torch.randn(1, 3, 6)
+    torch.testing.assert_close(model.normalize(feats, torch.tensor([3])), (feats - mean) / std)
+    model.save(tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(again.cmvn_stats, (mean, std)))
+
+
 def documented_encoder_keys() -> set[str]:
     """The `encoder` keys the model-file section of docs/interfaces.md lists (its `config` bullet)."""
     import re
