@@ -176,9 +176,10 @@ def forward_flops(model, batch: dict) -> tuple[float, float]:
 
 # ---- data -------------------------------------------------------------------------------------------
 def data_root(data_dir: str | os.PathLike | None) -> Path:
-    if data_dir:
-        return Path(data_dir)
-    return Path(os.environ.get("ASR_S2S_DATA", Path.cwd() / "data"))
+    """`--data-dir`, else the project's local-data root (corpora.default_data_dir), as an absolute path."""
+    from .corpora import default_data_dir
+
+    return Path(data_dir) if data_dir else default_data_dir().absolute()
 
 
 def prepare_manifests(corpus: str, root: Path, work: Path, quick: bool) -> tuple[Path, Path]:
