@@ -16,7 +16,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
-from .seq2seq import ModelConfig, Seq2Seq
+from .seq2seq import ModelConfig, SearchResult, Seq2Seq
 from .text import UNK, tokenizer_from_state_dict
 from .transcribe import Segment, Transcript, transcribe_inputs  # noqa: F401  (Segment: re-exported)
 
@@ -167,7 +167,7 @@ class ASRModel(nn.Module):
         return self.logmel(batch, lengths.to(self.device))
 
     def decode_waves(self, waves: Sequence[torch.Tensor], options: "DecodeOptions",
-                     max_len: int | torch.Tensor = 200):
+                     max_len: int | torch.Tensor = 200) -> SearchResult:
         """One batch of waveforms (each (N_i,) at the model's sample rate) -> the core's SearchResult (row i for
         waves[i]): log-mel, normalisation, search with `options`. `max_len`: one limit or a (B,) tensor."""
         feats, lens = self.features_of(waves)
