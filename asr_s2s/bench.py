@@ -176,9 +176,10 @@ def forward_flops(model, batch: dict) -> tuple[float, float]:
 
 # ---- data -------------------------------------------------------------------------------------------
 def data_root(data_dir: str | os.PathLike | None) -> Path:
-    if data_dir:
-        return Path(data_dir)
-    return Path(os.environ.get("ASR_S2S_DATA", Path.cwd() / "data"))
+    """`--data-dir`, else the project's local-data root (corpora.default_data_dir), as an absolute path."""
+    from .corpora import default_data_dir
+
+    return Path(data_dir) if data_dir else default_data_dir().absolute()
 
 
 def prepare_manifests(corpus: str, root: Path, work: Path, quick: bool) -> tuple[Path, Path]:
@@ -289,6 +290,7 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple]) -
     wholly in a slow spell (on the shared development VM the same code runs up to ~1.3x slower for tens of
     seconds to minutes at a time, whatever our process did before: bench/RESULTS.md at 577362c, seventh landing)."""
     from .audio import load_audio
+    from .batching import decode_in_batches
     from .manifest import read_manifest
 
     entries, _ = read_manifest(eval_manifest, on_error="skip")
@@ -299,20 +301,14 @@ def decode_bench(model, eval_manifest: Path, repeats: int, cases: list[tuple]) -
     model.eval()
     out: dict[str, Any] = {"utterances": len(waves), "audio_s": audio, "mean_reference_tokens": statistics.mean(ref_len),
                            "rounds": repeats}
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-
     def run(beam: int, bs: int, capped: bool, precision: str, extra: dict | None = None) -> list[int]:
-        """What transcribe_waves does (sort by length, batch, log-mel, CMVN, search, detokenize); with
+        """What transcription does (sort by length, batch, log-mel, CMVN, search, detokenize); with
         ``capped``, each utterance stops at its own reference length + eos: the decoding cost of a model
         that stops where a trained one does (a step costs the same whatever the weights; greedy search
         drops finished rows from its batch, so where each row stops matters). -> tokens emitted."""
         emitted = []
-        for i in range(0, len(order), bs):
-            idx = order[i:i + bs]
-            feats, lens = model.features_of([waves[j] for j in idx])
-            opts = {"max_len": torch.tensor([ref_len[j] for j in idx])} if capped else {}
-            options = DecodeOptions(beam=beam, precision=precision, **(extra or {}))
-            res = model.decode(feats, lens, options=options, **opts)
+        options = DecodeOptions(beam=beam, precision=precision, **(extra or {}))
+        for _, res in decode_in_batches(model, waves, options, batch_size=bs, max_len=ref_len if capped else 200):
             [model.tokenizer.decode(t) for t in res.tokens]
             emitted += res.lengths.tolist()
         return emitted
@@ -364,6 +360,7 @@ def joint_cases(model) -> list[tuple]:
 # ---- features ---------------------------------------------------------------------------------------
 def feature_bench(eval_manifest: Path, repeats: int) -> dict[str, Any]:
     from .audio import load_audio
+    from .batching import length_batches
     from .features import FeatureConfig, LogMel
     from .manifest import read_manifest
 
@@ -372,10 +369,9 @@ def feature_bench(eval_manifest: Path, repeats: int) -> dict[str, Any]:
     waves = [load_audio(e.audio_filepath, cfg.sample_rate, offset=e.offset, duration=e.duration) for e in entries]
     audio = sum(len(w) for w in waves) / cfg.sample_rate
     lm = LogMel(cfg)
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     batches = []
-    for i in range(0, len(order), 16):
-        ws = [waves[j] for j in order[i:i + 16]]
+    for idx in length_batches([len(w) for w in waves], 16):
+        ws = [waves[j] for j in idx]
         batches.append((torch.nn.utils.rnn.pad_sequence(ws, batch_first=True), torch.tensor([len(w) for w in ws])))
 
     def run() -> None:

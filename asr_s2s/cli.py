@@ -37,8 +37,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .corpora import CORPORA, corpus_options, prepare_corpus
-    from .recipes import default_data_dir
+    from .corpora import CORPORA, corpus_options, default_data_dir, prepare_corpus
 
     if args.corpus not in CORPORA:
         raise UsageError(f"unknown corpus {args.corpus!r}; known: {', '.join(CORPORA)}")

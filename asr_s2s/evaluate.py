@@ -20,6 +20,7 @@ import jiwer
 import torch
 
 from .audio import AudioError, load_audio
+from .batching import length_batches
 from .decoding import DecodeOptions
 from .usage import UsageError
 
@@ -71,21 +72,6 @@ def score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
             "reference_words": words.hits + words.substitutions + words.deletions}
 
 
-def _batches(durations: Sequence[float], max_seconds: float, max_items: int) -> list[list[int]]:
-    order = sorted(range(len(durations)), key=lambda i: durations[i])
-    out, cur, longest = [], [], 0.0
-    for i in order:
-        longest2 = max(longest, durations[i])
-        if cur and (longest2 * (len(cur) + 1) > max_seconds or len(cur) >= max_items):
-            out.append(cur)
-            cur, longest2 = [], durations[i]
-        cur.append(i)
-        longest = longest2
-    if cur:
-        out.append(cur)
-    return out
-
-
 @torch.inference_mode()
 def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_seconds: float = 200.0,
                      max_batch: int = 64, keep_attention: int = 0, precision: str = "fp32",
@@ -109,7 +95,7 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
     attn: dict[int, torch.Tensor] = {}
     skipped: Counter = Counter()
     # Batches from manifest durations; audio is loaded one batch at a time so memory stays bounded.
-    for idx in _batches([float(e.get("duration") or 1.0) for e in entries], max_batch_seconds, max_batch):
+    for idx in length_batches([float(e.get("duration") or 1.0) for e in entries], max_batch, max_batch_seconds):
         waves, batch_entries = [], []
         for i in idx:
             e = entries[i]
@@ -122,8 +108,7 @@ def evaluate_entries(model, entries: Sequence[dict], beam: int = 1, max_batch_se
                 skipped[UNREADABLE_AUDIO] += 1
         if not waves:
             continue
-        feats, lens = model.features_of(waves)
-        res = model.decode(feats, lens, options=options)
+        res = model.decode_waves(waves, options)
         for k, e in enumerate(batch_entries):
             if len(attn) < keep_attention and res.attention:
                 attn[len(kept)] = res.attention[k].float().cpu()

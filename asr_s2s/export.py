@@ -141,8 +141,9 @@ def export_model(model_or_path: Any, fmt: str, out: Union[str, os.PathLike], ops
                               output_names=step_out, dynamic_axes={k: v for k, v in time_axes.items() if k in step_in + step_out},
                               opset_version=opset, dynamo=False)
     cmvn = None
-    if model.cmvn_kind == "global" and model.cmvn is not None:
-        cmvn = {"kind": "global", "mean": model.cmvn.mean.tolist(), "std": model.cmvn.std.tolist()}
+    stats = model.cmvn_stats
+    if stats is not None:
+        cmvn = {"kind": "global", "mean": stats[0].tolist(), "std": stats[1].tolist()}
     elif model.cmvn_kind == "utterance":
         cmvn = {"kind": "utterance", "eps": model.cmvn.eps, "norm_vars": model.cmvn.norm_vars}
     stack = ecfg.subsample_factor if ecfg.subsampling == "stack" and ecfg.subsample_factor > 1 else 1

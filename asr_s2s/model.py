@@ -16,7 +16,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .features import FeatureConfig, GlobalCMVN, LogMel, SpecAugment, UtteranceCMVN
-from .seq2seq import ModelConfig, Seq2Seq
+from .seq2seq import ModelConfig, SearchResult, Seq2Seq
 from .text import UNK, tokenizer_from_state_dict
 from .transcribe import Segment, Transcript, transcribe_inputs  # noqa: F401  (Segment: re-exported)
 
@@ -51,6 +51,23 @@ class ASRModel(nn.Module):
         self.seq2seq = Seq2Seq(cfg)
 
     # ---- feature side -------------------------------------------------------------------------
+    @property
+    def cmvn_stats(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Global CMVN's statistics, (mean (F,), std (F,)) as detached CPU copies; None for a model that
+        normalises per utterance or not at all (nothing to carry)."""
+        if not isinstance(self.cmvn, GlobalCMVN):
+            return None
+        return self.cmvn.mean.detach().cpu().clone(), self.cmvn.std.detach().cpu().clone()
+
+    @torch.no_grad()
+    def set_cmvn_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set global CMVN's statistics, mean (F,) and std (F,) (fitted on training features, or read from a model
+        file or checkpoint); the one place they enter a model. A model without global CMVN refuses them."""
+        if not isinstance(self.cmvn, GlobalCMVN):
+            raise ValueError(f"this model normalises with cmvn {self.cmvn_kind!r}: it has no global statistics to set")
+        self.cmvn.mean.copy_(mean)
+        self.cmvn.std.copy_(std)
+
     def normalize(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Raw log-mel ``(B,T,F)`` -> normalised (and, in training, augmented) features."""
         if self.cmvn is not None:
@@ -149,6 +166,13 @@ class ASRModel(nn.Module):
         batch = nn.utils.rnn.pad_sequence(list(waves), batch_first=True).to(self.device)
         return self.logmel(batch, lengths.to(self.device))
 
+    def decode_waves(self, waves: Sequence[torch.Tensor], options: "DecodeOptions",
+                     max_len: int | torch.Tensor = 200) -> SearchResult:
+        """One batch of waveforms (each (N_i,) at the model's sample rate) -> the core's SearchResult (row i for
+        waves[i]): log-mel, normalisation, search with `options`. `max_len`: one limit or a (B,) tensor."""
+        feats, lens = self.features_of(waves)
+        return self.decode(feats, lens, options=options, max_len=max_len)
+
     def transcribe(self, inputs: Union[str, os.PathLike, np.ndarray, torch.Tensor, Iterable], sample_rate: int | None = None,
                    beam: int | None = None, batch_size: int = 16, long_form: bool = True, precision: str = "auto",
                    options: "DecodeOptions | None" = None, vad: "VADConfig | str | None" = None, **decoding: Any
@@ -198,9 +222,7 @@ class ASRModel(nn.Module):
     def payload(self, meta: dict | None = None, half: bool = False) -> dict:
         """Plain-types checkpoint dict. ``half`` stores float weights as fp16 (half the file size;
         they are loaded back into fp32 parameters)."""
-        cmvn = None
-        if isinstance(self.cmvn, GlobalCMVN):
-            cmvn = {"mean": self.cmvn.mean.detach().cpu().clone(), "std": self.cmvn.std.detach().cpu().clone()}
+        stats = self.cmvn_stats
         return {
             "format": FORMAT,
             "config": self.cfg.to_dict(),
@@ -208,7 +230,7 @@ class ASRModel(nn.Module):
             "src_tokenizer": self.src_tokenizer.state_dict() if self.src_tokenizer is not None else None,
             "features": self.features.to_dict() if self.features is not None else None,
             "cmvn_kind": self.cmvn_kind,
-            "cmvn": cmvn,
+            "cmvn": None if stats is None else {"mean": stats[0], "std": stats[1]},
             "model": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
                       for k, v in self.seq2seq.state_dict().items()},
             "meta": dict(meta or {}),
@@ -231,9 +253,8 @@ class ASRModel(nn.Module):
         model = cls(cfg, tokenizer_from_state_dict(payload["tokenizer"]), feats, cmvn=payload.get("cmvn_kind", "global"),
                     src_tokenizer=src_tok)
         model.seq2seq.load_state_dict(payload["model"])
-        if payload.get("cmvn") and isinstance(model.cmvn, GlobalCMVN):
-            model.cmvn.mean.copy_(payload["cmvn"]["mean"])
-            model.cmvn.std.copy_(payload["cmvn"]["std"])
+        if payload.get("cmvn") and isinstance(model.cmvn, GlobalCMVN):  # save writes none for other kinds
+            model.set_cmvn_stats(payload["cmvn"]["mean"], payload["cmvn"]["std"])
         model.meta = payload.get("meta", {})
         if payload.get("decoding"):
             from .decoding import DecodeOptions

@@ -64,6 +64,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from .audio import AudioError, _short, _to_float, _wav_shortfall, audio_info, load_audio
+from .batching import decode_in_batches
 
 DEFAULT_MAX_SEGMENT = 15.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif", ".aifc",
@@ -466,12 +467,10 @@ def iter_transcripts(model: Any, items: Iterable[Any], *, sample_rate: int | Non
     nxt = 0
 
     def decode_pool() -> None:
-        pool.sort(key=lambda s: s[3].shape[0])
-        for i in range(0, len(pool), batch_size):
-            chunk = pool[i : i + batch_size]
-            feats, lens = model.features_of([c[3] for c in chunk])
-            res = model.decode(feats, lens, options=options, max_len=100000)
-            for (idx, s, e, _), toks, score in zip(chunk, res.tokens, res.scores.tolist()):
+        waves = [c[3] for c in pool]
+        for rows, res in decode_in_batches(model, waves, options, batch_size=batch_size, max_len=100000):
+            for r, toks, score in zip(rows, res.tokens, res.scores.tolist()):
+                idx, s, e, _ = pool[r]
                 text = model.tokenizer.decode(truncate_repetitions(toks, **rep)).strip()
                 pending[idx].segments.append((s, e, text, score))
         pool.clear()

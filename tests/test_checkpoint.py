@@ -139,3 +139,65 @@ def test_model_file_has_the_documented_keys(tmp_path, cmvn):
     assert written["format"] == MODEL_FORMAT and written["cmvn_kind"] == cmvn
     assert (written["cmvn"] is None) == (cmvn != "global")
     assert load_model(path).cmvn_kind == cmvn
+    assert set(written["config"]["encoder"]) == documented_encoder_keys()
+    assert written["config"]["encoder"]["type"] == "recurrent"
+
+
+@pytest.mark.parametrize("cmvn", ["global", "utterance", "none"])
+def test_the_model_owns_its_cmvn_statistics(tmp_path, cmvn):
+    """set_cmvn_stats is how statistics enter a model, cmvn_stats how they leave; they travel through the file,
+    and a model without global CMVN has none and refuses them."""
+    from asr_s2s.features import FeatureConfig
+    from asr_s2s.model import ASRModel, load_model
+    from asr_s2s.text import CharTokenizer
+
+    tok = CharTokenizer.build(["one two"])
+    cfg = ModelConfig.from_dict({"input": "audio", "vocab_size": tok.vocab_size,
+                                 "encoder": {"cell": "gru", "input_dim": 6, "hidden": 4, "layers": 1},
+                                 "decoder": {"cell": "gru", "embed_dim": 4, "hidden": 4, "layers": 1}})
+    model = ASRModel(cfg, tok, FeatureConfig(sample_rate=8000, n_mels=6), cmvn=cmvn)
+    mean, std = torch.arange(6.0), torch.linspace(0.5, 2.0, 6)
+    if cmvn != "global":
+        assert model.cmvn_stats is None
+        with pytest.raises(ValueError, match=cmvn):
+            model.set_cmvn_stats(mean, std)
+        return
+    model.set_cmvn_stats(mean, std)
+    got = model.cmvn_stats
+    assert torch.equal(got[0], mean) and torch.equal(got[1], std)
+    got[0].add_(1.0)  # a copy: the model's statistics stay
+    assert torch.equal(model.cmvn_stats[0], mean)
+    feats = torch.randn(1, 3, 6)
+    torch.testing.assert_close(model.normalize(feats, torch.tensor([3])), (feats - mean) / std)
+    model.save(tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(again.cmvn_stats, (mean, std)))
+
+
+def documented_encoder_keys() -> set[str]:
+    """The `encoder` keys the model-file section of docs/interfaces.md lists (its `config` bullet)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "interfaces.md").read_text()
+    section = doc.split("## Model file", 1)[1].split("\n## ", 1)[0]
+    bullet = section.split("- `config`:", 1)[1].split("\n- ", 1)[0]
+    inner = bullet.split("`encoder` (", 1)[1].split(")", 1)[0]
+    return set(re.findall(r"`(\w+)`", inner)) - {"EncoderConfig"}
+
+
+def test_model_files_without_an_encoder_type_load_as_the_recurrent_encoder(tmp_path):
+    """The bundled model, and a file written before the encoder registry (no `type` in its encoder config), load
+    with the recurrent encoder and decode as before."""
+    from asr_s2s.model import load_model
+    from asr_s2s.seq2seq import RecurrentEncoder
+
+    bundled = load_model()
+    assert isinstance(bundled.seq2seq.encoder, RecurrentEncoder)
+    payload = bundled.payload()
+    del payload["config"]["encoder"]["type"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert isinstance(old.seq2seq.encoder, RecurrentEncoder) and old.cfg == bundled.cfg
+    wave = torch.randn(8000) * 0.1
+    assert old.transcribe(wave.numpy(), sample_rate=8000).text == bundled.transcribe(wave.numpy(), sample_rate=8000).text

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asr_s2s"
 # The recognizer's path from audio to text: the core, and the modules that feed it and read its output.
 PATH_FILES = sorted(PACKAGE.glob("seq2seq/*.py")) + [
     PACKAGE / name for name in ("audio.py", "features.py", "model.py", "decoding.py", "transcribe.py", "text.py",
-                                "tokens.py", "vad.py", "export.py")]
+                                "tokens.py", "vad.py", "export.py", "batching.py")]
 
 FORBIDDEN = re.compile(r"bfloat16|bf16|int8|cpu_kernel|mkldnn|onednn|autocast|^packed$|packed_?linear|reorder",
                        re.IGNORECASE)
@@ -86,3 +86,27 @@ def test_the_check_sees_what_it_should(tmp_path):
                        'y = torch.ops.mkldnn\nz = "int8"\n')
     hits = {name for _, name in names(planted) if FORBIDDEN.search(name)}
     assert hits == {"packed", "PackedLinear", "bfloat16", "autocast", "mkldnn", "int8"}
+
+
+# Where the package reads environment variables, and why there: the edges (entry points, the acceleration
+# package's one-time detection and kernel loader, the one local-data default). Nothing else reads them: the core
+# and the search take what they need as arguments (a DecodeOptions, a config), so a call means the same whatever
+# the environment.
+ENV_READERS = {
+    "accel/precision.py": "ASR_S2S_NATIVE_BF16, read once per process by the one native-bf16 detection",
+    "accel/cpu_kernels.py": "ASR_S2S_CPU_KERNELS, ASR_S2S_CACHE / XDG_CACHE_HOME, CC: the kernel loader, run once",
+    "corpora/common.py": "ASR_S2S_DATA: default_data_dir, the local-data root for the CLI, recipes and the bench",
+    "recipes.py": "ASR_S2S_DATA: its own copy of default_data_dir (to become corpora.default_data_dir)",
+    "train.py": "RANK / WORLD_SIZE / LOCAL_RANK from torchrun, and oneDNN's primitive cache size, at training start",
+}
+
+
+def test_environment_is_read_only_at_the_edges():
+    readers = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+                    and node.attr in ("environ", "getenv", "putenv")):
+                readers.add(path.relative_to(PACKAGE).as_posix())
+    assert readers <= set(ENV_READERS), f"environment read outside the edges: {sorted(readers - set(ENV_READERS))}"

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from asr_s2s.seq2seq import (ATTENTIONS, EOS, PAD, SOS, DecoderConfig, Encoder, EncoderConfig, ModelConfig,
+from asr_s2s.seq2seq import (ATTENTIONS, EOS, PAD, SOS, DecoderConfig, EncoderConfig, ModelConfig, RecurrentEncoder,
                              Seq2Seq)
 from s2s_helpers import (audio_batch, needs_onednn_bf16, overfit, pad_feats, single_thread,  # noqa: F401
                          text_batch, tiny_config)
@@ -22,7 +22,7 @@ CELLS = ("rnn", "lstm", "gru")
                                                 ("none", 4)])
 def test_subsampling_output_lengths_match_actual_sizes(subsampling, factor):
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(cell="gru", input_dim=13, hidden=8, layers=1, subsampling=subsampling,
+    enc = RecurrentEncoder(EncoderConfig(cell="gru", input_dim=13, hidden=8, layers=1, subsampling=subsampling,
                                 subsample_factor=factor, conv_channels=4, dropout=0.0)).eval()
     for t in list(range(1, 40)) + [63, 64, 65, 127, 128, 129, 1001]:
         x = torch.randn(1, t, 13)
@@ -39,7 +39,7 @@ def test_conv_subsampling_padded_rows_equal_the_row_alone_forward_and_backward(f
     every parity at every stage (the stages zero only the one padded frame that real outputs read), loud
     garbage in the padding, 1 row alone against the padded batch, also with gradients."""
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
+    enc = RecurrentEncoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
                                 subsample_factor=factor, conv_channels=4, dropout=0.0))
     sub = enc.subsample
     lengths = torch.tensor([40, 39, 37, 34, 33, 30, 29, 27, 25, 17, 9, 1])
@@ -71,7 +71,7 @@ def test_conv_subsampling_inference_follows_weight_updates():
     """Inference keeps the output layer's column-permuted weight between calls (Conv2dSubsampling._out_weight):
     it gives what the training path (which re-forms it) gives, also after an in-place update of the weight."""
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
+    enc = RecurrentEncoder(EncoderConfig(cell="lstm", input_dim=13, hidden=8, layers=1, subsampling="conv",
                                 subsample_factor=4, conv_channels=4, dropout=0.0)).eval()
     x, xl = torch.randn(2, 31, 13), torch.tensor([31, 17])
     real = (torch.arange(8)[None, :] < torch.tensor([8, 5])[:, None])[:, :, None]  # padded frames hold garbage
@@ -91,7 +91,7 @@ def test_encoder_rows_equal_the_utterance_alone(cell, subsampling, fsdd_files):
     feats = [logmel(f) for f in fsdd_files[:5]]
     x, xl = pad_feats(feats, fill=7.5)  # loud garbage in the padding must not leak
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(cell=cell, input_dim=x.size(-1), hidden=16, layers=2, bidirectional=True,
+    enc = RecurrentEncoder(EncoderConfig(cell=cell, input_dim=x.size(-1), hidden=16, layers=2, bidirectional=True,
                                 subsampling=subsampling, subsample_factor=4, conv_channels=4, dropout=0.0)).eval()
     with torch.no_grad():
         batch = enc(x, xl)
@@ -373,6 +373,44 @@ def test_config_yaml_round_trip():
         ModelConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError):
         EncoderConfig(subsampling="conv", subsample_factor=3)
+
+
+def test_encoder_registry_picks_the_encoder_by_name(monkeypatch):
+    """A new encoder is one class and one ENCODERS entry; the config names it. A config without a type (every
+    model file written before the registry) means the recurrent encoder; an unknown name is refused."""
+    from asr_s2s.seq2seq import ENCODERS, Encoder, EncoderOutput
+
+    class MeanEncoder(Encoder):
+        """A linear map of each frame, final = the mean state: enough to train and decode."""
+
+        def __init__(self, cfg: EncoderConfig) -> None:
+            super().__init__(cfg)
+            self.proj = torch.nn.Linear(cfg.input_dim, cfg.output_dim)
+
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+            mask = (torch.arange(x.size(1))[None, :] < lengths[:, None])[:, :, None]
+            states = self.proj(x) * mask
+            mean = states.sum(1) / lengths[:, None]
+            final = mean.view(mean.size(0), 2, -1).transpose(0, 1).contiguous()  # (dirs, B, hidden)
+            return EncoderOutput(states, lengths, final)
+
+    monkeypatch.setitem(ENCODERS, "mean", MeanEncoder)
+    cfg = tiny_config("gru", "dot", vocab_size=12, hidden=8)
+    d = cfg.to_dict()
+    assert d["encoder"]["type"] == "recurrent"
+    d["encoder"] = {**d["encoder"], "type": "mean", "subsampling": "none"}
+    model = Seq2Seq(ModelConfig.from_dict(d))
+    assert isinstance(model.encoder, MeanEncoder)
+    x, xl = torch.randn(2, 9, model.cfg.encoder.input_dim), torch.tensor([9, 5])
+    model.loss(x, xl, torch.tensor([[4, 5], [6, 0]]), torch.tensor([2, 1]))["loss"].backward()
+    res = model.greedy(x, xl, max_len=4)
+    assert len(res.tokens) == 2 and all(len(t) <= 4 for t in res.tokens)
+
+    old = cfg.to_dict()
+    del old["encoder"]["type"]
+    assert isinstance(Seq2Seq(ModelConfig.from_dict(old)).encoder, RecurrentEncoder)
+    with pytest.raises(ValueError, match="encoder type"):
+        ModelConfig.from_dict({**d, "encoder": {**d["encoder"], "type": "conformer"}})
 
 
 def test_loss_terms_and_ctc():

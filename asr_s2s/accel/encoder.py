@@ -1,4 +1,5 @@
-"""The encoder in inference, on weights prepared once: the same function as seq2seq.Encoder, faster.
+"""The recurrent encoder in inference, on weights prepared once: the same function as seq2seq.RecurrentEncoder,
+faster. Other encoders run their own forward (under bf16 autocast on a bf16 copy for bf16 / int8).
 
 - fp32: the LSTM layers run on weights reordered for oneDNN once (`lstm_layer`; nn.LSTM reorders them at every
   call): the same results up to summation order, and at batch 1 greedy decoding 0.96x (bf16) / 0.90x (fp32) the
@@ -19,7 +20,7 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from ..seq2seq.encoder import (Conv2dSubsampling, Encoder, EncoderOutput, freeze_params, lengths_mask,
+from ..seq2seq.encoder import (Conv2dSubsampling, Encoder, EncoderOutput, RecurrentEncoder, freeze_params, lengths_mask,
                                run_rnn_padded)
 from . import cpu_kernels
 from .packed import can_pack_lstm, derived, lstm_layer, reorder_lstm_weights
@@ -44,6 +45,8 @@ def encode(model: nn.Module, src: Tensor, src_lens: Tensor, precision: str) -> E
 
 def run_encoder(encoder: Encoder, x: Tensor, lengths: Tensor) -> EncoderOutput:
     """encoder(x, lengths) in inference: x (B, T, F), lengths (B,) -> EncoderOutput (in the weights' dtype)."""
+    if not isinstance(encoder, RecurrentEncoder):  # nothing prepared for it: its own forward
+        return encoder(x, lengths)
     sub = encoder.subsample
     kwargs = {}
     if isinstance(sub, Conv2dSubsampling) and not torch.is_grad_enabled():

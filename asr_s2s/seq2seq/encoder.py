@@ -1,4 +1,12 @@
-"""Recurrent encoder with time subsampling.
+"""Encoders: the interface every encoder serves (`Encoder`), and the recurrent encoder with time subsampling.
+
+An encoder is picked by `EncoderConfig.type` from `seq2seq.model.ENCODERS` (name -> class); a new one is a
+subclass of `Encoder` in its own file plus one entry there. Its contract: `Encoder(cfg)`, `output_dim`
+(= `cfg.output_dim`, what the decoder and the CTC head are built for), `output_lengths(lengths)` exact without
+running the network, and `forward(x (B, T, F), lengths (B,)) -> EncoderOutput` with states zero past each length
+and a real frame's output independent of the padding. `final` feeds the decoder's bridge (`DecoderConfig.bridge`).
+
+`RecurrentEncoder` (type "recurrent", the only one so far, and what every model file before the registry holds):
 
     feats (B, T, F) ──subsampling──▶ (B, T', D) ──RNN/LSTM/GRU (packed)──▶ states (B, T', H_out)
                                                                        └─▶ final (the context vector)
@@ -62,6 +70,7 @@ def lengths_mask(lengths: Tensor, max_len: int) -> Tensor:
 class EncoderConfig:
     """Encoder hyper-parameters. `hidden` is per direction: H_out = hidden * (2 if bidirectional else 1)."""
 
+    type: str = "recurrent"  # which encoder (seq2seq.model.ENCODERS); model files without it mean "recurrent"
     cell: str = "lstm"  # rnn | lstm | gru
     input_dim: int = 80  # feature dim (audio) or source-embedding dim (text)
     hidden: int = 256
@@ -206,11 +215,32 @@ class FrameStacking(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Subsampling + a (bi)directional recurrent stack; padding never changes a real frame's output."""
+    """What every encoder offers (see the module doc); subclasses define `forward` and, where they change the
+    length, `output_lengths`."""
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
+
+    @property
+    def output_dim(self) -> int:
+        """H_out, the size of each output state."""
+        return self.cfg.output_dim
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Exact output lengths (B,) for input lengths (B,), without running the network."""
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> EncoderOutput:
+        """x (B, T, F) float, lengths (B,) long (each >= 1) -> EncoderOutput (states (B, T', H_out))."""
+        raise NotImplementedError
+
+
+class RecurrentEncoder(Encoder):
+    """Subsampling + a (bi)directional recurrent stack; padding never changes a real frame's output."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__(cfg)
         if cfg.subsampling == "conv" and cfg.subsample_factor > 1:
             self.subsample: nn.Module | None = Conv2dSubsampling(cfg.input_dim, cfg.hidden, cfg.subsample_factor,
                                                                  cfg.conv_channels)
@@ -223,10 +253,6 @@ class Encoder(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.rnn = make_rnn(cfg.cell, rnn_in, cfg.hidden, cfg.layers, bidirectional=cfg.bidirectional,
                             dropout=cfg.dropout)
-
-    @property
-    def output_dim(self) -> int:
-        return self.cfg.output_dim
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Exact encoder output lengths for input lengths (B,), without running the network."""

@@ -12,11 +12,20 @@ from torch import Tensor, nn
 
 from ..tokens import CTC_BLANK, EOS, PAD, SOS, UNK  # noqa: F401  (re-exported by the seq2seq package)
 from .decoder import DecoderConfig, make_decoder
-from .encoder import Encoder, EncoderConfig, EncoderOutput
+from .encoder import Encoder, EncoderConfig, EncoderOutput, RecurrentEncoder
 from . import search
 from ..dataclass_dict import from_dict_strict
 
+# The encoders a config can name (`model.encoder.type`). The registry lives here, not in encoder.py, so that an
+# encoder in its own file can import the base classes from encoder.py without an import circle.
+ENCODERS: dict[str, type[Encoder]] = {"recurrent": RecurrentEncoder}
 
+
+def make_encoder(cfg: EncoderConfig) -> Encoder:
+    """The encoder `cfg.type` names."""
+    if cfg.type not in ENCODERS:
+        raise ValueError(f"encoder type must be one of {sorted(ENCODERS)}, got {cfg.type!r}")
+    return ENCODERS[cfg.type](cfg)
 
 @dataclass
 class ModelConfig:
@@ -35,6 +44,8 @@ class ModelConfig:
             self.encoder = EncoderConfig.from_dict(self.encoder)
         if isinstance(self.decoder, dict):
             self.decoder = DecoderConfig.from_dict(self.decoder)
+        if self.encoder.type not in ENCODERS:
+            raise ValueError(f"encoder type must be one of {sorted(ENCODERS)}, got {self.encoder.type!r}")
         if self.input not in ("audio", "text"):
             raise ValueError(f"input must be 'audio' or 'text', got {self.input!r}")
         if self.input == "text" and not self.src_vocab_size:
@@ -68,9 +79,9 @@ class Seq2Seq(nn.Module):
         # Text input: a source embedding feeds the same encoder (subsampling is usually "none").
         self.frontend = (nn.Embedding(cfg.src_vocab_size, cfg.encoder.input_dim, padding_idx=PAD)
                          if cfg.input == "text" else None)
-        self.encoder = Encoder(cfg.encoder)
+        self.encoder = make_encoder(cfg.encoder)
         self.decoder = make_decoder(cfg.decoder, cfg.vocab_size, cfg.encoder)
-        self.ctc = nn.Linear(cfg.encoder.output_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
+        self.ctc = nn.Linear(self.encoder.output_dim, cfg.vocab_size) if cfg.ctc_weight > 0 else None
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..tokens import EOS, PAD, SOS
+from .attention import AttentionMemory
+from .decoder import DecoderState
 from .inference import Inference, as_inference
 from .scorers import CTCPrefixScorer, FullScorer
 
@@ -212,6 +214,11 @@ def beam_search(model: nn.Module | Inference, src: Tensor, src_lens: Tensor, *, 
     computed for the best ceil(pre_beam * K) tokens of each hypothesis by the other scores (at least 4, eos
     always among them); for all tokens when the other scores carry no weight. With no scorer, no CTC and no bonus this is the
     plain search above, to the bit.
+
+    The loop, one decoder step per output position: `_extend` scores the extensions and keeps the K best,
+    `_Beams.finish` records the finished ones and stops utterances that cannot improve, `_Hyps.follow` moves the
+    hypotheses' states to the extensions kept, `_shrink` drops stopped utterances from the batch, and `_backtrack`
+    reads each utterance's best hypothesis back from the per-step histories.
     """
     _check(length_norm, alpha)
     if beam < 1:
@@ -228,141 +235,236 @@ def beam_search(model: nn.Module | Inference, src: Tensor, src_lens: Tensor, *, 
         dev = enc.states.device
         expand = torch.arange(b, device=dev).repeat_interleave(k)
         state, mem = inf.initial_state(enc)
-        state, mem = state.index_select(expand), mem.index_select(expand)
         step = inf.stepper()
-        extra = [(sc, float(wt), sc.init_state(expand)) for sc, wt in scorers if wt != 0.0]
-        ctc = None
-        if ctc_weight > 0:
-            ctc = CTCPrefixScorer(inf.ctc_log_probs(enc), enc.lengths)
-            ctc_state = ctc.init_state(expand)
-        att_weight = 1.0 - ctc_weight
-        eos_index = torch.tensor([EOS], device=dev)
-        rescored = ctc is not None or bool(extra) or length_bonus != 0.0
+        full = [(sc, float(wt)) for sc, wt in scorers if wt != 0.0]
+        ctc = CTCPrefixScorer(inf.ctc_log_probs(enc), enc.lengths) if ctc_weight > 0 else None
+        weights = _Weights(full, ctc, ctc_weight, length_bonus, pre_beam, torch.tensor([EOS], device=dev))
+        hyps = _Hyps(torch.full((b * k,), SOS, dtype=torch.long, device=dev), state.index_select(expand),
+                     mem.index_select(expand), [sc.init_state(expand) for sc, _ in full],
+                     None if ctc is None else ctc.init_state(expand))
         # A constrained search (a vocabulary) only finishes on eos: a hypothesis cut at the length limit could
         # end inside a word. An utterance where nothing finishes comes out empty.
-        strict_end = any(getattr(sc, "strict_end", False) for sc, _, _ in extra)
-        limit = max_lengths(enc.lengths, max_len, max_len_ratio)
-        bound_lp = length_penalty(limit, length_norm, alpha)
-        steps = int(limit.max())
+        strict_end = any(getattr(sc, "strict_end", False) for sc, _ in full)
+        beams = _Beams.start(max_lengths(enc.lengths, max_len, max_len_ratio), k, length_bonus, length_norm, alpha)
+        steps = int(beams.limit.max())
         # The length bonus is the one term that grows with length: bound what it can still add (see _bonus_bound).
-        bonus_bound = _bonus_bound(limit, steps, length_bonus, length_norm, alpha)
-        neg_inf = float("-inf")
-        tok = torch.full((b * k,), SOS, dtype=torch.long, device=dev)
-        cum = torch.full((b, k), neg_inf, device=dev)
-        cum[:, 0] = 0.0  # one live hypothesis to start with, so the first K extensions are distinct
-        best = torch.full((b,), neg_inf, device=dev)
-        best_step = torch.zeros(b, dtype=torch.long, device=dev)
-        best_slot = torch.zeros(b, dtype=torch.long, device=dev)
-        done = torch.zeros(b, dtype=torch.bool, device=dev)
-        utts = torch.arange(b, device=dev)  # original index of each utterance being stepped
+        beams.bonus_bound = _bonus_bound(beams.limit, steps, length_bonus, length_norm, alpha)
         base = (torch.arange(b, device=dev) * k)[:, None]  # first hypothesis row of each utterance stepped
-        final = [best.clone(), best_step.clone(), best_slot.clone()]
-        segments: list[tuple[Tensor, ...]] = [(utts, [], [], [])]  # (utterances, tokens, origins, weights)
+        final = [beams.best.clone(), beams.best_step.clone(), beams.best_slot.clone()]
+        segments: list[tuple[Tensor, ...]] = [(beams.utts, [], [], [])]  # (utterances, tokens, origins, weights)
         for t in range(steps):
-            nb = utts.numel()
-            logits, state, w = step(tok, state, mem)
-            v = logits.size(-1)
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            if not rescored:
-                cand = cum[:, :, None] + logp.view(nb, k, v)
-                top, idx = cand.view(nb, k * v).topk(k, dim=-1)  # (B, K)
-                origin, token = idx // v, idx % v
-            else:
-                scores = logp * att_weight if att_weight != 1.0 else logp
-                for i, (sc, wt, st) in enumerate(extra):
-                    s, st = sc.score(tok, st)
-                    scores = scores + wt * s
-                    extra[i] = (sc, wt, st)
-                if length_bonus != 0.0:
-                    scores = scores + length_bonus
-                cand_tok = None
-                if ctc is not None:
-                    n_pre = v if att_weight == 0.0 and not extra else min(v, max(4, math.ceil(pre_beam * k)))
-                    if n_pre < v:  # eos is always a candidate: without it nothing may ever finish
-                        pre, cand_tok = scores.index_fill(1, eos_index, neg_inf).topk(n_pre - 1, dim=-1)
-                        scores = torch.cat([pre, scores[:, EOS:EOS + 1]], dim=1)  # (N, P)
-                        cand_tok = torch.cat([cand_tok, eos_index.expand(cand_tok.size(0), 1)], dim=1)
-                    else:
-                        cand_tok = torch.arange(v, device=dev).expand(scores.size(0), v)
-                    delta, ctc_cand = ctc.score(tok, ctc_state, cand_tok)
-                    scores = scores + ctc_weight * delta
-                p = scores.size(-1)
-                cand = cum[:, :, None] + scores.view(nb, k, p)
-                top, idx = cand.view(nb, k * p).topk(k, dim=-1)
-                origin, pos = idx // p, idx % p
-                token = pos if cand_tok is None else cand_tok.reshape(nb, k * p).gather(1, idx)
-            valid = torch.isfinite(top)
-            at_limit = (t + 1 >= limit)[:, None]
-            ends = valid & (token == EOS) if strict_end else valid & ((token == EOS) | at_limit)
-            pen = float(length_penalty(torch.tensor(t + 1), length_norm, alpha))  # CPU scalar, no sync
-            norm = torch.where(ends, top / pen, torch.full_like(top, neg_inf))
-            cand_best, cand_slot = norm.max(dim=-1)
-            better = cand_best > best
-            best = torch.where(better, cand_best, best)
-            best_step = torch.where(better, torch.full_like(best_step, t), best_step)
-            best_slot = torch.where(better, cand_slot, best_slot)
-            cum = torch.where(ends | ~valid | at_limit, torch.full_like(top, neg_inf), top)
-            if bonus_bound is None:
-                done = done | (cum.max(dim=-1).values / bound_lp <= best)
-            else:
-                done = done | ((cum.max(dim=-1).values - length_bonus * (t + 1)) / bound_lp + bonus_bound <= best)
-            cum = cum.masked_fill(done[:, None], neg_inf)
+            nb = beams.utts.numel()
+            logits, hyps.state, w = step(hyps.tok, hyps.state, hyps.mem)
+            top, origin, token, pos, ctc_cand = _extend(logits, hyps, beams.cum, weights, k)
+            beams.finish(top, token, t, strict_end, length_norm, alpha)
             att = w.view(nb, k, -1).gather(1, origin[:, :, None].expand(-1, -1, w.size(-1)))
             for hist, x in zip(segments[-1][1:], (token, origin, att)):
                 hist.append(x)
-            n_live = nb - int(done.sum())
+            n_live = nb - int(beams.done.sum())
             if n_live == 0:
                 break
-            rows = (base + origin).view(-1)
-            state = state.index_select(rows)
-            for i, (sc, wt, st) in enumerate(extra):
-                extra[i] = (sc, wt, sc.select(st, rows))
-            if ctc is not None:
-                ctc_state = ctc.select(ctc_cand, rows, pos.reshape(-1))
-            tok = token.view(-1)
+            hyps.follow((base[:nb] + origin).view(-1), token, pos, ctc_cand, weights)
             if n_live <= SHRINK_AT * nb:  # finished utterances leave the batch, as in greedy_search
-                for full_x, x in zip(final, (best, best_step, best_slot)):
-                    full_x[utts] = x
-                keep = (~done).nonzero()[:, 0]
-                utts, cum, best, best_step, best_slot, done, limit, bound_lp = (
-                    x[keep] for x in (utts, cum, best, best_step, best_slot, done, limit, bound_lp))
-                if bonus_bound is not None:
-                    bonus_bound = bonus_bound[keep]
-                hyp_rows = (keep[:, None] * k + torch.arange(k, device=dev)).view(-1)
-                base = base[:keep.numel()]
-                state, mem, tok = state.index_select(hyp_rows), mem.index_select(hyp_rows), tok[hyp_rows]
-                for i, (sc, wt, st) in enumerate(extra):
-                    extra[i] = (sc, wt, sc.select(st, hyp_rows))
-                if ctc is not None:
-                    ctc_state = ctc.select(ctc_state, hyp_rows)
-                segments.append((utts, [], [], []))
-        for full_x, x in zip(final, (best, best_step, best_slot)):
-            full_x[utts] = x
+                beams.store(final)
+                beams, hyps = _shrink(beams, hyps, weights, k)
+                segments.append((beams.utts, [], [], []))
+        beams.store(final)
         best, best_step, best_slot = final
-        # Backtrack from each utterance's best finished hypothesis (step best_step, slot best_slot), on
-        # histories (n, B, K[, T]) of every utterance (zeros after an utterance left the batch: never read).
-        if len(segments) == 1:
-            toks, bps, atts = (torch.stack(h) for h in segments[0][1:])
-        else:
-            n = sum(len(seg[1]) for seg in segments)
-            t_max = segments[0][3][0].size(-1)
-            toks = torch.zeros(n, b, k, dtype=torch.long, device=dev)
-            bps = torch.zeros_like(toks)
-            atts = segments[0][3][0].new_zeros(n, b, k, t_max)
-            t0 = 0
-            for seg_utts, *hists in segments:
-                if hists[0]:
-                    for full, h in zip((toks, bps, atts), hists):
-                        full[t0:t0 + len(h), seg_utts] = torch.stack(h)
-                t0 += len(hists[0])
-        n = toks.size(0)
-        out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
-        out_att = atts.new_zeros(b, n, atts.size(-1))
-        slot = best_slot.clone()
-        for t in range(n - 1, -1, -1):
-            on = t <= best_step
-            out_tok[:, t] = torch.where(on, toks[t].gather(1, slot[:, None])[:, 0], out_tok[:, t])
-            out_att[:, t] = torch.where(on[:, None], atts[t, torch.arange(b, device=dev), slot], out_att[:, t])
-            slot = torch.where(on, bps[t].gather(1, slot[:, None])[:, 0], slot)
+        out_tok, out_att = _backtrack(segments, best_step, best_slot, b, k)
         n_emit = torch.where(torch.isfinite(best), best_step + 1, torch.zeros_like(best_step))
         return _result(out_tok, n_emit, best, out_att.float(), enc.lengths)
+
+
+@dataclass
+class _Weights:
+    """What joins the decoder's log-probabilities in beam search, and with what weight (see beam_search)."""
+
+    full: list[tuple[FullScorer, float]]  # full scorers (an LM, a vocabulary) with nonzero weights
+    ctc: CTCPrefixScorer | None  # the CTC prefix scorer (ctc_weight > 0)
+    ctc_weight: float
+    length_bonus: float
+    pre_beam: float
+    eos_index: Tensor | None = None  # (1,) [EOS] on the search's device, made once (see _ctc_candidates)
+
+    @property
+    def plain(self) -> bool:
+        """The decoder's log-probabilities alone rank the extensions."""
+        return self.ctc is None and not self.full and self.length_bonus == 0.0
+
+
+@dataclass
+class _Hyps:
+    """The K hypotheses of every utterance being stepped, as N = B' * K rows (utterance-major)."""
+
+    tok: Tensor  # (N,) each hypothesis's last token
+    state: DecoderState  # N rows
+    mem: AttentionMemory  # N rows
+    full_states: list[Any]  # one state per full scorer (_Weights.full), N rows each
+    ctc_state: Any  # the CTC prefix scorer's state (None without CTC)
+
+    def follow(self, rows: Tensor, token: Tensor, pos: Tensor, ctc_cand: Any, weights: _Weights) -> None:
+        """Make hypothesis i the extension kept in slot i: rows (N,) the hypothesis it extends, token (B', K) the
+        token it adds, pos (B', K) that token's column among the CTC candidates (see _extend)."""
+        self.state = self.state.index_select(rows)
+        self.full_states = [sc.select(st, rows) for (sc, _), st in zip(weights.full, self.full_states)]
+        if weights.ctc is not None:
+            self.ctc_state = weights.ctc.select(ctc_cand, rows, pos.reshape(-1))
+        self.tok = token.view(-1)
+
+    def select(self, rows: Tensor, weights: _Weights) -> "_Hyps":
+        """Only hypotheses `rows` (M,), in that order."""
+        return _Hyps(self.tok[rows], self.state.index_select(rows), self.mem.index_select(rows),
+                     [sc.select(st, rows) for (sc, _), st in zip(weights.full, self.full_states)],
+                     None if weights.ctc is None else weights.ctc.select(self.ctc_state, rows))
+
+
+@dataclass
+class _Beams:
+    """Per utterance being stepped (B' rows): its live hypotheses' scores and its best finished hypothesis."""
+
+    utts: Tensor  # (B',) original index of each utterance
+    cum: Tensor  # (B', K) total score of each live hypothesis, -inf where none
+    best: Tensor  # (B',) normalised score of the best finished hypothesis, -inf before one finishes
+    best_step: Tensor  # (B',) the step it finished at
+    best_slot: Tensor  # (B',) its slot at that step
+    done: Tensor  # (B',) bool: nothing live can beat `best`
+    limit: Tensor  # (B',) token limit L_b (see max_lengths)
+    bound_lp: Tensor  # (B',) lp(L_b)
+    bonus_bound: Tensor | None = None  # (B',) the most the length bonus can still add (see _bonus_bound)
+    length_bonus: float = 0.0
+
+    @classmethod
+    def start(cls, limit: Tensor, k: int, length_bonus: float, length_norm: str, alpha: float) -> "_Beams":
+        """One live hypothesis per utterance (score 0), so that the first K extensions are distinct."""
+        b, dev = limit.numel(), limit.device
+        cum = torch.full((b, k), float("-inf"), device=dev)
+        cum[:, 0] = 0.0
+        return cls(torch.arange(b, device=dev), cum, torch.full((b,), float("-inf"), device=dev),
+                   torch.zeros(b, dtype=torch.long, device=dev), torch.zeros(b, dtype=torch.long, device=dev),
+                   torch.zeros(b, dtype=torch.bool, device=dev), limit, length_penalty(limit, length_norm, alpha),
+                   length_bonus=length_bonus)
+
+    def finish(self, top: Tensor, token: Tensor, t: int, strict_end: bool, length_norm: str, alpha: float) -> None:
+        """After step t: the kept extensions top (B', K) ending in `token` (B', K) that end (eos, or the length
+        limit unless `strict_end`) may become the best finished hypothesis; they and the ones at the limit leave
+        the live set; an utterance whose live hypotheses cannot beat its best is done (its live set emptied)."""
+        neg_inf = float("-inf")
+        valid = torch.isfinite(top)
+        at_limit = (t + 1 >= self.limit)[:, None]
+        ends = valid & (token == EOS) if strict_end else valid & ((token == EOS) | at_limit)
+        pen = float(length_penalty(torch.tensor(t + 1), length_norm, alpha))  # CPU scalar, no sync
+        norm = torch.where(ends, top / pen, torch.full_like(top, neg_inf))
+        cand_best, cand_slot = norm.max(dim=-1)
+        better = cand_best > self.best
+        self.best = torch.where(better, cand_best, self.best)
+        self.best_step = torch.where(better, torch.full_like(self.best_step, t), self.best_step)
+        self.best_slot = torch.where(better, cand_slot, self.best_slot)
+        cum = torch.where(ends | ~valid | at_limit, torch.full_like(top, neg_inf), top)
+        if self.bonus_bound is None:
+            self.done = self.done | (cum.max(dim=-1).values / self.bound_lp <= self.best)
+        else:
+            self.done = self.done | ((cum.max(dim=-1).values - self.length_bonus * (t + 1)) / self.bound_lp
+                                     + self.bonus_bound <= self.best)
+        self.cum = cum.masked_fill(self.done[:, None], neg_inf)
+
+    def store(self, final: list[Tensor]) -> None:
+        """Write best, best_step and best_slot into `final`'s (B,) tensors at the original utterance indices."""
+        for full_x, x in zip(final, (self.best, self.best_step, self.best_slot)):
+            full_x[self.utts] = x
+
+    def select(self, keep: Tensor) -> "_Beams":
+        """Only utterances `keep` (B'',)."""
+        return _Beams(*(x[keep] for x in (self.utts, self.cum, self.best, self.best_step, self.best_slot, self.done,
+                                          self.limit, self.bound_lp)),
+                      bonus_bound=None if self.bonus_bound is None else self.bonus_bound[keep],
+                      length_bonus=self.length_bonus)
+
+
+def _extend(logits: Tensor, hyps: _Hyps, cum: Tensor, weights: _Weights, k: int
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Any]:
+    """Score every one-token extension of every hypothesis and keep the K best per utterance.
+
+    logits (N, V) the decoder's, cum (B', K) the hypotheses' scores. Updates the full scorers' states in `hyps` to
+    after the step. -> top (B', K) the kept extensions' total scores, origin (B', K) the slot each extends,
+    token (B', K) the token each adds, pos (B', K) its column among the scored candidates, and the CTC scorer's
+    candidate states (None without CTC)."""
+    nb = cum.size(0)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ctc_cand, cand_tok = None, None
+    if weights.plain:
+        scores = logp
+    else:
+        att_weight = 1.0 - weights.ctc_weight
+        scores = logp * att_weight if att_weight != 1.0 else logp
+        for i, ((sc, wt), st) in enumerate(zip(weights.full, hyps.full_states)):
+            s, hyps.full_states[i] = sc.score(hyps.tok, st)
+            scores = scores + wt * s
+        if weights.length_bonus != 0.0:
+            scores = scores + weights.length_bonus
+        if weights.ctc is not None:
+            scores, cand_tok = _ctc_candidates(scores, att_weight == 0.0 and not weights.full, weights.pre_beam, k,
+                                               weights.eos_index)
+            delta, ctc_cand = weights.ctc.score(hyps.tok, hyps.ctc_state, cand_tok)
+            scores = scores + weights.ctc_weight * delta
+    p = scores.size(-1)
+    cand = cum[:, :, None] + scores.view(nb, k, p)
+    top, idx = cand.view(nb, k * p).topk(k, dim=-1)  # (B', K)
+    origin, pos = idx // p, idx % p
+    token = pos if cand_tok is None else cand_tok.reshape(nb, k * p).gather(1, idx)
+    return top, origin, token, pos, ctc_cand
+
+
+def _ctc_candidates(scores: Tensor, all_tokens: bool, pre_beam: float, k: int, eos_index: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """The tokens the CTC prefix score is computed for: all of them when `all_tokens` (nothing else carries weight),
+    else the best ceil(pre_beam * K) (at least 4) by `scores` (N, V), eos always among them: without it nothing
+    may ever finish. eos_index: (1,) [EOS]. -> their scores (N, P), their token ids (N, P)."""
+    v = scores.size(-1)
+    n_pre = v if all_tokens else min(v, max(4, math.ceil(pre_beam * k)))
+    if n_pre < v:
+        pre, cand_tok = scores.index_fill(1, eos_index, float("-inf")).topk(n_pre - 1, dim=-1)
+        scores = torch.cat([pre, scores[:, EOS:EOS + 1]], dim=1)  # (N, P)
+        cand_tok = torch.cat([cand_tok, eos_index.expand(cand_tok.size(0), 1)], dim=1)
+        return scores, cand_tok
+    return scores, torch.arange(v, device=scores.device).expand(scores.size(0), v)
+
+
+def _shrink(beams: _Beams, hyps: _Hyps, weights: _Weights, k: int) -> tuple[_Beams, _Hyps]:
+    """Drop the utterances that are done from the batch being stepped (their results are stored already)."""
+    keep = (~beams.done).nonzero()[:, 0]
+    hyp_rows = (keep[:, None] * k + torch.arange(k, device=keep.device)).view(-1)
+    return beams.select(keep), hyps.select(hyp_rows, weights)
+
+
+def _backtrack(segments: list[tuple[Tensor, ...]], best_step: Tensor, best_slot: Tensor, b: int, k: int
+               ) -> tuple[Tensor, Tensor]:
+    """Each utterance's best finished hypothesis (step best_step, slot best_slot, both (B,)), read back through the
+    per-step histories of tokens, origins and attention weights that `segments` hold (one segment per stretch of
+    steps between two shrinks: (utterances stepped, [tokens (B', K)], [origins (B', K)], [weights (B', K, T)])).
+    -> tokens (B, n) with pad after each hypothesis, attention (B, n, T), n the number of steps."""
+    dev = best_step.device
+    # Histories (n, B, K[, T]) of every utterance (zeros after an utterance left the batch: never read).
+    if len(segments) == 1:
+        toks, bps, atts = (torch.stack(h) for h in segments[0][1:])
+    else:
+        n = sum(len(seg[1]) for seg in segments)
+        t_max = segments[0][3][0].size(-1)
+        toks = torch.zeros(n, b, k, dtype=torch.long, device=dev)
+        bps = torch.zeros_like(toks)
+        atts = segments[0][3][0].new_zeros(n, b, k, t_max)
+        t0 = 0
+        for seg_utts, *hists in segments:
+            if hists[0]:
+                for full, h in zip((toks, bps, atts), hists):
+                    full[t0:t0 + len(h), seg_utts] = torch.stack(h)
+            t0 += len(hists[0])
+    n = toks.size(0)
+    out_tok = torch.full((b, n), PAD, dtype=torch.long, device=dev)
+    out_att = atts.new_zeros(b, n, atts.size(-1))
+    slot = best_slot.clone()
+    for t in range(n - 1, -1, -1):
+        on = t <= best_step
+        out_tok[:, t] = torch.where(on, toks[t].gather(1, slot[:, None])[:, 0], out_tok[:, t])
+        out_att[:, t] = torch.where(on[:, None], atts[t, torch.arange(b, device=dev), slot], out_att[:, t])
+        slot = torch.where(on, bps[t].gather(1, slot[:, None])[:, 0], slot)
+    return out_tok, out_att
