@@ -12,7 +12,6 @@ the run ends by printing one JSON line per evaluated split with the fields of
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -85,16 +84,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def default_data_dir() -> Path:
-    """The local-data root: $ASR_S2S_DATA, else ./data."""
-    return Path(os.environ.get("ASR_S2S_DATA", "data"))
-
-
 def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] = None, quick: bool = False,
                overrides: list[str] = (), beam: int | None = None, seed_experiment: bool = False,
                lm_text: Sequence[Path] = ()) -> list[dict]:
     """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
     from .config import load_config
+    from .corpora import default_data_dir
     from .lock import acquire, release
     from .usage import UsageError
 
