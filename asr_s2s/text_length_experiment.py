@@ -14,9 +14,10 @@ final states, through the bridge, are the decoder's only view of the source), tr
 Both translate the test split greedily. Tatoeba often has several translations of one source ("Be fair." has six
 in French), so the test pairs are grouped by source (:func:`group_by_source`) and each source is scored once
 against all of its references (multi-reference BLEU; chrF takes the best reference). The corpus split keeps a
-source and all its translations in one split (asr_s2s/corpora/tatoeba.py). Per bin of source length (words),
-corpus BLEU and chrF with bootstrap 95% intervals over sources, and the paired bootstrap of the difference
-(attention minus context vector), from sacrebleu's per-sentence statistics (asr_s2s/bootstrap.py).
+source and all its translations in one split (asr_s2s/corpora/tatoeba.py). Per bin of source length (words;
+bins of at least 100 sources, or a fifth of them on a small test set), corpus BLEU and chrF with bootstrap 95%
+intervals over sources, and the paired bootstrap of the difference (attention minus context vector), from
+sacrebleu's per-sentence statistics (asr_s2s/bootstrap.py).
 
 Writes ``OUT/seed_experiment/{results.json, table.md, seed_experiment.png}``; each run lives in
 ``OUT/seed_experiment/CELL_ATTENTION/`` (with its ``translations.tsv``) and is skipped when finished.
@@ -313,7 +314,11 @@ def run_text_length_experiment(name: str, cfg, out: Path, splits: dict, *, log: 
         log(f"[{name}] WARNING: the two models made different numbers of updates: "
             f"{models[ctx_key]['updates']} and {models[att_key]['updates']}")
 
-    summary = summarize(groups, {k: m["hypotheses"] for k, m in models.items()}, ctx_key, att_key, seed=cfg.seed)
+    # At least 100 sources per bin, fewer on a small test set (Korean-English: 174 sources) so that it still
+    # gives several bins (three there) rather than one.
+    min_sources = min(MIN_BIN_SOURCES, max(1, len(groups) // 5))
+    summary = summarize(groups, {k: m["hypotheses"] for k, m in models.items()}, ctx_key, att_key, seed=cfg.seed,
+                        min_sources=min_sources)
     for b in summary["bins"]:
         log(f"[{name}] {b['label']} words ({b['sources']} sources): BLEU "
             + ", ".join(f"{k} {summary['models'][k]['bleu'][b['label']]['point']:.1f}" for k in (ctx_key, att_key)))
