@@ -36,8 +36,10 @@ class Recipe:
     description: str = ""
     # False: greedy attention decoding, no LM and no tuning stage even with a CTC head (the head only helps training).
     tune_decoding: bool = True
-    # The --seed-experiment: "pair" (the recipe's model and its context-vector twin, scored by input length) or
-    # "grid" (asr_s2s.length_experiment: 3 cells x 2 decoders x 2 length settings, matched in parameters).
+    # The --seed-experiment: "pair" (speech: the recipe's model and its context-vector twin, WER by duration),
+    # "grid" (asr_s2s.length_experiment: 3 cells x 2 decoders x 2 length settings, matched in parameters) or
+    # "text" (asr_s2s.text_length_experiment: the two decoders matched in parameters, multi-reference BLEU and
+    # chrF by source length with bootstrap intervals).
     seed_experiment: str = "pair"
 
 
@@ -75,10 +77,10 @@ RECIPES: dict[str, Recipe] = {
                                    quick=["epochs=1", "data.max_dev=40"],
                                    description="the default recipe without FSDD's held-out speakers (fsdd/test: theo, "
                                                "never heard): how the bundled recipe does on a new voice"),
-    "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True,
+    "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True, seed_experiment="text",
                               quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
-    "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True,
+    "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True, seed_experiment="text",
                               quick=["epochs=1", "max_steps=60", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
                               description="English -> French translation (Tatoeba)"),
 }
@@ -141,6 +143,14 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
         run_length_experiment(name, cfg, out, splits, log=lambda line: print(line, flush=True))
         if not model_path.exists():
             shutil.copyfile(grid_model(cfg, out), model_path)
+    elif seed_experiment and r.seed_experiment == "text":
+        # Likewise: the recipe's model is the experiment's attention run (no dev selection: its final weights).
+        from .text_length_experiment import attention_model, run_text_length_experiment
+
+        print(f"[{name}] seed experiment -> {out / 'seed_experiment'}", flush=True)
+        run_text_length_experiment(name, cfg, out, splits, log=lambda line: print(line, flush=True))
+        if not model_path.exists():
+            shutil.copyfile(attention_model(cfg, out), model_path)
     _train_stage(name, cfg, out, model_path)
     cut_short = _cut_short(model_path)
     if cut_short:
@@ -170,7 +180,7 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
             results.append({"split": split, **res, **({"cut_short": True} if cut_short else {})})
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in results))
     if seed_experiment and r.seed_experiment == "pair":
-        seed_experiment_stage(name, cfg, out, splits, text=r.text)
+        seed_experiment_stage(name, cfg, out, splits)
     print(f"[{name}] model: {model_path}\n[{name}] reports: {out / 'reports'}\n[{name}] results: {out / 'results.jsonl'}", flush=True)
     for x in results:
         print(json.dumps(x), flush=True)
@@ -320,9 +330,10 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
     return summary
 
 
-def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -> Path:
-    """The seed experiment: the pure context-vector model (attention none) trained beside the
-    attention model on the same data, scored by input length. Writes seed_experiment.{json,png}."""
+def seed_experiment_stage(name: str, cfg, out: Path, splits: dict) -> Path:
+    """The seed experiment of speech recipes ("pair"): the pure context-vector model (attention none) trained
+    beside the attention model on the same data, WER by utterance duration. Writes seed_experiment.{json,png}.
+    (Text recipes run asr_s2s.text_length_experiment instead.)"""
     import copy
 
     from .train import train
@@ -335,7 +346,7 @@ def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -
     split = splits["test"] if splits["test"].exists() else splits["dev"]
     curves = {}
     for label, mp in (("attention: " + cfg.model.decoder.attention, out / "model.pt"), ("attention: none", base / "model.pt")):
-        curves[label] = score_by_length(mp, split, text)
+        curves[label] = score_by_length(mp, split)
     (out / "seed_experiment.json").write_text(json.dumps(curves, indent=2))
     import matplotlib
 
@@ -343,11 +354,10 @@ def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    metric = "bleu" if text else "wer"
     for label, bins in curves.items():
-        ax.plot([(b["min"] + b["max"]) / 2 for b in bins], [b[metric] for b in bins], "o-", label=label)
-    ax.set_xlabel("source length (tokens)" if text else "utterance duration (s)")
-    ax.set_ylabel(metric.upper())
+        ax.plot([(b["min"] + b["max"]) / 2 for b in bins], [b["wer"] for b in bins], "o-", label=label)
+    ax.set_xlabel("utterance duration (s)")
+    ax.set_ylabel("WER")
     ax.set_title(f"{name}: one context vector vs attention, by input length")
     ax.legend()
     fig.tight_layout()
@@ -356,29 +366,13 @@ def seed_experiment_stage(name: str, cfg, out: Path, splits: dict, text: bool) -
     return out / "seed_experiment.png"
 
 
-def score_by_length(model_path: Path, manifest: Path, text: bool, bins: int = 5) -> list[dict]:
+def score_by_length(model_path: Path, manifest: Path, bins: int = 5) -> list[dict]:
+    """WER of a speech model on ``manifest`` in ``bins`` bins of utterance duration."""
+    from .evaluate import evaluate_entries, wer_by_length
+    from .manifest import read_manifest
     from .model import load_model
 
     model = load_model(model_path)
-    if text:
-        import sacrebleu
-
-        from .manifest import read_tsv_pairs
-
-        pairs, _ = read_tsv_pairs(manifest, on_error="skip")
-        hyps = model.translate([s for s, _ in pairs])
-        lens = [len(model.src_tokenizer.encode(s)) for s, _ in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: lens[i])
-        out = []
-        for b in range(bins):
-            part = order[b * len(order) // bins : (b + 1) * len(order) // bins]
-            if part:
-                out.append({"min": lens[part[0]], "max": lens[part[-1]], "sentences": len(part),
-                            "bleu": sacrebleu.corpus_bleu([hyps[i] for i in part], [[pairs[i][1] for i in part]]).score})
-        return out
-    from .evaluate import evaluate_entries, wer_by_length
-    from .manifest import read_manifest
-
     entries, _ = read_manifest(manifest, on_error="skip")
     res = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries])
     return wer_by_length(res.utterances, bins=bins)

@@ -93,3 +93,26 @@ def test_digit_strings_seed_experiment_quick(tmp_path: Path, fsdd_corpus: Path) 
         assert len(models) == 6 and {m["updates"] for m in models.values()} == {10}
         assert all(len(m["per_length"]) == 16 for m in models.values())
     assert (out / "model.pt").read_bytes() == (exp / "in_distribution" / "lstm_dot" / "model.pt").read_bytes()
+
+
+@pytest.mark.slow
+def test_tatoeba_eng_fra_seed_experiment_quick(tmp_path: Path) -> None:
+    """The text seed experiment at 10 updates: both models matched and trained alike, its files, and the recipe's
+    model is the experiment's attention run."""
+    if not (data_root() / "tatoeba_eng_fra" / "eng-fra.txt").exists():
+        pytest.skip("tatoeba_eng_fra not found (set ASR_S2S_DATA)")
+    out = tmp_path / "enfr"
+    r = recipe("tatoeba_eng_fra", out, "--seed-experiment", "--set", "max_steps=10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    exp = out / "seed_experiment"
+    for name in ("results.json", "table.md", "seed_experiment.png"):
+        assert (exp / name).exists()
+    res = json.loads((exp / "results.json").read_text())
+    models = res["models"]
+    assert set(models) == {"lstm_none", "lstm_additive"} and {m["updates"] for m in models.values()} == {10}
+    n = [m["parameters"] for m in models.values()]
+    assert abs(n[0] - n[1]) / max(n) < 0.01
+    assert res["sources"] < res["pairs"]  # grouped by source: several references for some
+    assert [b["label"] for b in res["summary"]["bins"]][-1] == "all"
+    assert (exp / "lstm_none" / "tokenizer.pt").read_bytes() == (exp / "lstm_additive" / "tokenizer.pt").read_bytes()
+    assert (out / "model.pt").read_bytes() == (exp / "lstm_additive" / "model.pt").read_bytes()
