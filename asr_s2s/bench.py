@@ -208,16 +208,15 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
     from torch.utils.data import DataLoader
 
     from .config import load_config
-    from .train import Trainer
+    from .train import epoch_batches, setup, train_step
 
     sets = [f"data.train={train_manifest}", "data.dev=", f"data.cache_dir={work / 'feats'}", "checkpoint_every=0",
             f"threads={torch.get_num_threads()}", "epochs=1000"]
     if quick:
         sets.append("data.max_frames=3000")
     cfg = load_config(REFERENCE_CONFIG, sets + list(overrides))
-    tr = Trainer(cfg, work / "exp", quiet=True)
     t0 = time.perf_counter()
-    tr.setup()  # tokenizer, feature cache (computed here once), global CMVN, model, optimizer
+    tr = setup(cfg, work / "exp", quiet=True)  # tokenizer, feature cache (computed here once), global CMVN, model, optimizer
     setup_s = time.perf_counter() - t0
     per_epoch = len(tr.data.batches(0))
     tr.total_steps = per_epoch * cfg.epochs
@@ -229,7 +228,7 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
 
     def run_epoch(epoch: int, limit: int | None = None) -> dict[str, Any]:
         nonlocal rss_peak
-        batches = tr.epoch_batches(epoch)[:limit]
+        batches = epoch_batches(tr, epoch)[:limit]
         loader = DataLoader(tr.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
                             collate_fn=tr.data.collate)
         model.train()
@@ -239,7 +238,7 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
         t_ep = time.perf_counter()
         for batch in loader:
             t1 = time.perf_counter()
-            tr.train_step(model, batch)
+            train_step(tr, batch)
             step_s += time.perf_counter() - t1
             audio += batch["duration"]
             sizes.append(list(batch["src"].shape[:2]))
@@ -260,7 +259,7 @@ def train_bench(train_manifest: Path, work: Path, epochs: int, warmup: int, quic
     model.eval()
     for rec in res["epochs"]:
         counted = analytic = 0.0
-        for idx in tr.epoch_batches(rec["epoch"]):
+        for idx in epoch_batches(tr, rec["epoch"]):
             batch = tr.data.collate([tr.data.train_set[i] for i in idx])
             c, a = forward_flops(model, batch)
             counted, analytic = counted + c, analytic + a

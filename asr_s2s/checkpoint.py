@@ -28,7 +28,7 @@ import torch
 from .atomic import atomic_open
 
 FORMAT = "asr-s2s/1"
-# Model files ("asr-s2s/N"), the trainer's resumable state ("asr-s2s-train/N", train.TRAIN_FORMAT) and language
+# Model files ("asr-s2s/N"), the trainer's resumable state ("asr-s2s-train/N", train_checkpoint.TRAIN_FORMAT) and language
 # models ("asr-s2s-lm/N", lm.LM_FORMAT).
 FORMAT_FAMILIES = ("asr-s2s", "asr-s2s-train", "asr-s2s-lm")
 

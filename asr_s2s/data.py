@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,34 +57,17 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batch sampler: batches of similar length whose padded size ``batch_size * max_len`` stays within
     ``max_frames``.
 
-    Each epoch: sort by length (ties — and, with ``sort_noise``, near-ties — broken at random per epoch),
-    cut the sorted list greedily into batches, shuffle the batch order (deterministic in ``seed`` and the
-    epoch).  An utterance longer than ``max_frames`` forms a batch of its own (it is never dropped).
+    Each epoch: sort by length (ties broken at random per epoch), cut the sorted list greedily into batches,
+    shuffle the batch order (deterministic in ``seed`` and the epoch).  An utterance longer than ``max_frames``
+    forms a batch of its own (it is never dropped).
 
-    Distributed (``num_replicas`` > 1): the batch list is padded by repeating batches from its start so its
-    length divides by ``num_replicas`` (or truncated with ``drop_last=True``), and rank ``r`` takes batches
-    ``r, r + R, ...``: equal batch counts on every rank, disjoint apart from the padding.  ``num_replicas``
-    and ``rank`` default to ``torch.distributed``'s when it is initialized.  ``drop_last`` has no effect in a
-    single process (every utterance is used once per epoch).
-
-    Resuming: ``state_dict()`` records the epoch and how many batches of it were consumed;
-    ``load_state_dict()`` makes the next iteration yield exactly the remaining batches of that epoch.
-    Behind a ``DataLoader`` with workers the sampler runs ahead of the training loop (prefetching), so
-    pass the number of batches the loop actually finished: ``state_dict(batches_done=k)``.
+    :meth:`batches` gives an epoch's batches without iterating: the trainer takes its DDP share of each batch
+    and resumes in mid-epoch by position in that list (:mod:`asr_s2s.distributed`), so this class knows nothing
+    of ranks or resume points.
     """
 
-    def __init__(
-        self,
-        lengths: Sequence[float],
-        max_frames: float,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        max_batch_size: int | None = None,
-        sort_noise: float = 0.0,
-    ):
+    def __init__(self, lengths: Sequence[float], max_frames: float, shuffle: bool = True, seed: int = 0,
+                 max_batch_size: int | None = None):
         self.lengths = np.asarray(lengths, dtype=np.float64).reshape(-1)
         if self.lengths.size and (not np.all(np.isfinite(self.lengths)) or self.lengths.min() < 0):
             raise ValueError("lengths must be finite and non-negative")
@@ -93,44 +75,20 @@ class LengthBucketSampler(Sampler[list[int]]):
             raise ValueError(f"max_frames must be positive, got {max_frames}")
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if not 0.0 <= sort_noise < 1.0:
-            raise ValueError(f"sort_noise must be in [0, 1), got {sort_noise}")
-        if num_replicas is None or rank is None:
-            dist = torch.distributed
-            if dist.is_available() and dist.is_initialized():
-                num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
-                rank = dist.get_rank() if rank is None else rank
-            else:
-                num_replicas = 1 if num_replicas is None else num_replicas
-                rank = 0 if rank is None else rank
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} not in [0, {num_replicas})")
         self.max_frames = float(max_frames)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
         self.max_batch_size = max_batch_size
-        self.sort_noise = float(sort_noise)
         self.epoch = 0
-        self._start = 0  # batches of the current epoch to skip (after load_state_dict)
-        self._done = 0  # batches of the current epoch handed out so far
         self._cache: tuple[int, list[list[int]]] | None = None
 
-    # -- batch construction --------------------------------------------------------------------------------------
-    def _all_batches(self, epoch: int) -> list[list[int]]:
-        """Every batch of the epoch (all ranks), in epoch order."""
+    def _build(self, epoch: int) -> list[list[int]]:
         n = self.lengths.size
         if n == 0:
             return []
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
-            tie = rng.random(n)
-            key = self.lengths
-            if self.sort_noise:
-                key = key * (1.0 + self.sort_noise * (2.0 * rng.random(n) - 1.0))
-            order = np.lexsort((tie, key))
+            order = np.lexsort((rng.random(n), self.lengths))
         else:
             rng = None
             order = np.argsort(self.lengths, kind="stable")
@@ -154,73 +112,25 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches = [batches[i] for i in perm]
         return batches
 
-    def _rank_batches(self, epoch: int) -> list[list[int]]:
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        batches = self._all_batches(epoch)
-        r = self.num_replicas
-        if r > 1 and batches:
-            if self.drop_last:
-                batches = batches[: len(batches) - len(batches) % r]
-            else:
-                total = math.ceil(len(batches) / r) * r
-                pad = total - len(batches)
-                batches = batches + [batches[i % len(batches)] for i in range(pad)]
-            batches = batches[self.rank :: r]
-        self._cache = (epoch, batches)
-        return batches
+    def _cached(self, epoch: int) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._build(epoch))
+        return self._cache[1]
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
-        """This rank's batches of an epoch (default: the current one), without iterating."""
-        return [list(b) for b in self._rank_batches(self.epoch if epoch is None else epoch)]
+        """Every batch of an epoch (default: the current one), in epoch order."""
+        return [list(b) for b in self._cached(self.epoch if epoch is None else epoch)]
 
-    # -- Sampler protocol ----------------------------------------------------------------------------------------
     def __iter__(self):
-        batches = self._rank_batches(self.epoch)
-        start, self._start = self._start, 0
-        self._done = start
-        for i in range(start, len(batches)):
-            self._done = i + 1
-            yield list(batches[i])
+        for b in self._cached(self.epoch):
+            yield list(b)
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank (a resumed epoch yields fewer: ``len(self) - batches_done``)."""
-        return len(self._rank_batches(self.epoch))
+        return len(self._cached(self.epoch))
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (different shuffles). A resume point loaded for this same epoch is kept."""
-        epoch = int(epoch)
-        if epoch != self.epoch:
-            self._start = 0
-            self._done = 0
-        self.epoch = epoch
-
-    # -- resume --------------------------------------------------------------------------------------------------
-    def _fingerprint(self) -> str:
-        h = hashlib.sha1(np.ascontiguousarray(self.lengths).tobytes())
-        h.update(
-            json.dumps(
-                [self.max_frames, self.shuffle, self.seed, self.drop_last, self.num_replicas, self.max_batch_size,
-                 self.sort_noise]
-            ).encode()
-        )
-        return h.hexdigest()
-
-    def state_dict(self, batches_done: int | None = None) -> dict[str, Any]:
-        done = self._done if batches_done is None else int(batches_done)
-        return {"epoch": self.epoch, "batches_done": done, "rank": self.rank, "fingerprint": self._fingerprint()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("fingerprint") != self._fingerprint():
-            raise ValueError(
-                "sampler state was saved for different lengths or settings (max_frames, seed, replicas...); "
-                "resuming would not reproduce the batches"
-            )
-        self.epoch = int(state["epoch"])
-        done = int(state["batches_done"])
-        if not 0 <= done <= len(self._rank_batches(self.epoch)):
-            raise ValueError(f"batches_done={done} outside the epoch's {len(self)} batches")
-        self._start = self._done = done
+        """Select the epoch that iteration yields (a different shuffle each)."""
+        self.epoch = int(epoch)
 
 
 def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[float]) -> float:

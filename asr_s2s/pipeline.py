@@ -101,7 +101,7 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
     train_set = AudioDataset(train_entries, tok, cfg.features, cache_dir=cache,
                              speed_perturb=(0.9, 1.0, 1.1) if d.speed_perturb else None, on_error="skip",
                              augment=augment if augment.active else None, augment_seed=cfg.seed)
-    sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed, num_replicas=1, rank=0)
+    sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed)
     cmvn_stats = None
     if d.cmvn == "global" and not resume:
         # Deterministic sample of training utterances; unperturbed, cached features (warms the cache too).
@@ -172,7 +172,7 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
         dev_pairs, _ = read_tsv_pairs(d.dev, on_error="skip")
         dev_pairs = dev_pairs[: d.max_dev] if d.max_dev else dev_pairs
     train_set = TextPairDataset(pairs, src_tok, tok)
-    sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed, num_replicas=1, rank=0)
+    sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.input = "text"
     model_cfg.vocab_size = tok.vocab_size

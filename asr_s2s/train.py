@@ -18,76 +18,57 @@ What it guarantees:
 
 EXPDIR holds ``model.pt`` (best or averaged), ``checkpoints/``, ``metrics.jsonl``,
 ``learning_curve.png`` and ``config.yaml``.
+
+The loop, :func:`fit`, reads top to bottom: :func:`train_one_epoch` (each update is :func:`train_step`, whose
+forward pass is :func:`compute_loss`), then :func:`end_epoch` (dev score, best model, snapshot), then
+:func:`finish` (the best epoch or the average of the last ones). Each takes the :class:`Run`, the objects
+of one training process. Where it runs: :mod:`asr_s2s.distributed`; what it writes to resume:
+:mod:`asr_s2s.train_checkpoint`; its record: :mod:`asr_s2s.train_log`; its data: :mod:`asr_s2s.pipeline`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import random
 import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import Dist
 from .model import ASRModel
+from .train_checkpoint import (
+    TrainState,
+    average_checkpoints,
+    last_snapshots,
+    load_train_state,
+    remove_stale_temps,
+    save_snapshot,
+    save_train_state,
+    seed_everything,
+)
+from .train_log import MetricsLog
 
-TRAIN_FORMAT = "asr-s2s-train/1"  # checkpoint.FORMAT_FAMILIES accepts it
+if TYPE_CHECKING:
+    from .pipeline import TrainData
 
 
 class TrainingError(Exception):
     """A run that cannot start or continue (the message says why and what to do)."""
 
 
-# ---- distributed plumbing ---------------------------------------------------------------------
-def dist_env() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _all_sum(x: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
-
-
-# ---- RNG state (plain tensors/ints so the checkpoint loads with weights_only=True) -------------
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(s["python"]), None))
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# ---- learning-rate schedule ----------------------------------------------------------------
+# ---- schedules: functions of update counts only (never of elapsed time), so every machine follows them ----
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
-    """Multiplier of ``optim.lr`` for the update after ``step`` updates of a run planned at ``total_steps``.
-
-    A function of update counts only (never of elapsed time), so every machine follows the same schedule."""
+    """Multiplier of ``optim.lr`` for the update after ``step`` updates of a run planned at ``total_steps``."""
     o = cfg.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
     if o.schedule == "noam":
@@ -97,6 +78,14 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
     progress = min(1.0, step / max(1, total_steps))
     cos = o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return warm * cos
+
+
+def teacher_forcing(cfg: TrainConfig, step: int) -> float:
+    """Teacher-forcing ratio after ``step`` updates (scheduled sampling when ``teacher_forcing_steps`` > 0)."""
+    if cfg.teacher_forcing_steps <= 0:
+        return cfg.teacher_forcing
+    f = min(1.0, step / cfg.teacher_forcing_steps)
+    return cfg.teacher_forcing + (cfg.teacher_forcing_final - cfg.teacher_forcing) * f
 
 
 def planned_steps(cfg: TrainConfig, epoch_batch_counts: Iterable[int]) -> int:
@@ -127,420 +116,341 @@ def preflight(out: Path, num_params: int) -> None:
         raise TrainingError(f"{out}: only {free >> 20} MiB free, training needs about {need >> 20} MiB for checkpoints")
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False):
-        self.cfg, self.out, self.resume, self.quiet = cfg, Path(out), resume, quiet
-        self.rank, self.world, local = dist_env()
-        if cfg.device == "auto":
-            dev = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-        else:
-            dev = f"cuda:{local}" if cfg.device == "cuda" else cfg.device
-        self.device = torch.device(dev)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        if cfg.amp == "bf16" and self.device.type == "cpu":
-            # oneDNN caches a primitive per input shape (up to 1024), and length-bucketed batches come in
-            # hundreds of shapes: with bf16 ones the AN4 recipe's peak RSS was 1.84 GB, 1.47 GB with 256 kept
-            # (fp32: 1.11 GB; 3-minute runs). 32 kept saved more (1.23 GB) but cost the reference model 12%
-            # of its speed; 256 cost nothing measurable. Read when oneDNN makes its first primitive.
-            os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
-        self.is_main = self.rank == 0
-        self.ckpt_dir = self.out / "checkpoints"
-        self._last_plot = 0.0
+# ---- one training process -----------------------------------------------------------------------------
+@dataclass
+class Run:
+    """The objects of one training process, handed to each function of the loop."""
 
-    # ---- setup -----------------------------------------------------------------------------
-    def setup(self) -> None:
-        from .pipeline import build_data
+    cfg: TrainConfig
+    out: Path
+    dist: Dist
+    data: TrainData
+    model: ASRModel
+    net: torch.nn.Module  # what the forward pass calls: the model, or its DDP wrapper (which syncs gradients)
+    opt: torch.optim.Optimizer
+    scaler: Optional[torch.amp.GradScaler]  # fp16 on a GPU only
+    state: TrainState
+    log: MetricsLog
+    num_params: int
+    total_steps: int = 1  # planned updates (set by fit: the learning-rate schedule spans them)
+    quiet: bool = False
 
-        cfg = self.cfg
-        if self.is_main:
-            # Writable at all? Checked before tokenizer building and feature caching write into EXPDIR
-            # (the space check, which needs the model size, follows once the model exists).
-            preflight(self.out, 0)
-        last = self.ckpt_dir / "last.pt"
-        if last.exists() and not self.resume:
-            raise TrainingError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
-        metrics = self.out / "metrics.jsonl"
-        if self.is_main and metrics.is_file() and metrics.stat().st_size:
-            with open(metrics, "rb+") as f:  # a record torn by a kill: start the next one on a line of its own
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-        if self.resume and self.is_main and self.ckpt_dir.is_dir():
-            # Temp files of checkpoint writes cut short by a kill or power cut (save_checkpoint's mkstemp names).
-            for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
-                stale.unlink(missing_ok=True)
-        seed_everything(cfg.seed)
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def setup(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Run:
+    """Device and process group, data, model, optimiser; with ``resume``, the state of ``checkpoints/last.pt``."""
+    from .pipeline import build_data
+
+    out = Path(out)
+    d = distributed.setup(cfg.device, cfg.threads, cfg.amp)
+    log = MetricsLog(out / "metrics.jsonl", enabled=d.is_main)
+    if d.is_main:
+        # Writable at all? Checked before tokenizer building and feature caching write into EXPDIR
+        # (the space check, which needs the model size, follows once the model exists).
+        preflight(out, 0)
+    last = out / "checkpoints" / "last.pt"
+    if last.exists() and not resume:
+        raise TrainingError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+    log.repair()
+    if resume and d.is_main:
+        remove_stale_temps(out / "checkpoints")
+    seed_everything(cfg.seed)
+    try:
+        data = build_data(cfg, out, resume=resume and last.exists(), rank=d.rank, world=d.world)
+    except CheckpointError as exc:  # EXPDIR/tokenizer.pt corrupt or carrying code
+        raise TrainingError(f"cannot use {out}: {exc}") from None
+    model = ASRModel(data.model_cfg, data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
+                     cmvn=cfg.data.cmvn, spec_augment=data.spec_augment, src_tokenizer=data.src_tokenizer)
+    if data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
+        model.cmvn.mean.copy_(data.cmvn_stats[0])
+        model.cmvn.std.copy_(data.cmvn_stats[1])
+    model = model.to(d.device)
+    num_params = sum(p.numel() for p in model.seq2seq.parameters())
+    if d.is_main:
+        preflight(out, num_params)
+        cfg.save(out / "config.yaml")
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    o = cfg.optim
+    opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and d.device.type == "cuda" else None
+    state = TrainState()
+    if resume and last.exists():
         try:
-            self.data = build_data(cfg, self.out, resume=self.resume and last.exists(), rank=self.rank, world=self.world)
-        except CheckpointError as exc:  # EXPDIR/tokenizer.pt corrupt or carrying code
-            raise TrainingError(f"cannot use {self.out}: {exc}") from None
-        model = ASRModel(self.data.model_cfg, self.data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
-                         cmvn=cfg.data.cmvn, spec_augment=self.data.spec_augment, src_tokenizer=self.data.src_tokenizer)
-        if self.data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
-            model.cmvn.mean.copy_(self.data.cmvn_stats[0])
-            model.cmvn.std.copy_(self.data.cmvn_stats[1])
-        self.model = model.to(self.device)
-        self.num_params = sum(p.numel() for p in model.seq2seq.parameters())
-        if self.is_main:
-            preflight(self.out, self.num_params)
-            cfg.save(self.out / "config.yaml")
-        self.ddp = None
-        if self.world > 1:
-            self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        o = cfg.optim
-        opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
-        self.opt = opt_cls(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
-        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_epoch": -1,
-                                      "bad_epochs": 0, "skipped_nonfinite": 0, "skipped_batches": 0, "skipped_utterances": 0,
-                                      "train_seconds": 0.0, "audio_seconds": 0.0, "done": False, "cut_short": False}
-        if self.resume and last.exists():
-            self._load_state(last)
-        # What the manifest reader dropped (per cause), recomputed on every start: part of the run's report.
-        self.state["manifest_skipped"] = dict(self.data.manifest_skipped)
-        if self.data.manifest_skipped:
-            self._log({"event": "manifest_skipped", **self.data.manifest_skipped})
-
-    # ---- checkpoints ------------------------------------------------------------------------
-    def _save_state(self) -> None:
-        if not self.is_main:
-            return
-        save_checkpoint(self.ckpt_dir / "last.pt", {
-            "format": TRAIN_FORMAT, "model": self.model.payload(), "optimizer": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None, "state": dict(self.state), "rng": rng_state(),
-        })
-
-    def _load_state(self, path: Path) -> None:
-        try:
-            ck = load_checkpoint(path)
+            load_train_state(last, model, opt, scaler, state)
         except CheckpointError as exc:  # corrupt, foreign or code-carrying file: a clear refusal, no traceback
             raise TrainingError(f"cannot resume: {exc}") from None
-        if ck.get("format") != TRAIN_FORMAT:
-            raise TrainingError(f"{path}: not a training checkpoint")
-        self.model.seq2seq.load_state_dict(ck["model"]["model"])
-        if ck["model"].get("cmvn") and hasattr(self.model.cmvn, "mean"):
-            self.model.cmvn.mean.copy_(ck["model"]["cmvn"]["mean"])
-            self.model.cmvn.std.copy_(ck["model"]["cmvn"]["std"])
-        self.opt.load_state_dict(ck["optimizer"])
-        if self.scaler and ck.get("scaler"):
-            self.scaler.load_state_dict(ck["scaler"])
-        self.state.update(ck["state"])
-        set_rng_state(ck["rng"])
-        self._log({"event": "resumed", "step": self.state["step"], "epoch": self.state["epoch"],
-                   "batch_in_epoch": self.state["batch_in_epoch"]})
+        log({"event": "resumed", "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch})
+    # What the manifest reader dropped (per cause), recomputed on every start: part of the run's report.
+    state.manifest_skipped = dict(data.manifest_skipped)
+    if data.manifest_skipped:
+        log({"event": "manifest_skipped", **data.manifest_skipped})
+    return Run(cfg, out, d, data, model, net, opt, scaler, state, log, num_params, quiet=quiet)
 
-    def _log(self, record: dict) -> None:
-        if self.is_main:
-            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
 
-    # ---- the loop ---------------------------------------------------------------------------
-    def teacher_forcing(self) -> float:
-        c = self.cfg
-        if c.teacher_forcing_steps <= 0:
-            return c.teacher_forcing
-        f = min(1.0, self.state["step"] / c.teacher_forcing_steps)
-        return c.teacher_forcing + (c.teacher_forcing_final - c.teacher_forcing) * f
+def epoch_batches(run: Run, epoch: int) -> list[list[int]]:
+    """This rank's share of every global batch of ``epoch`` (deterministic in the seed and the epoch)."""
+    return distributed.shard(run.data.batches(epoch), run.dist)
 
-    def steps_in_epoch(self, epoch: int) -> int:
-        """Updates epoch ``epoch`` takes on this rank (epoch_batches' count, without its bookkeeping)."""
-        batches = self.data.batches(epoch)
-        return len(batches) if self.world == 1 else sum(1 for b in batches if len(b) >= self.world)
 
-    def out_of_budget(self) -> bool:
-        """Stop after this update? At ``max_steps``, or when the opt-in ``max_minutes`` safety cap runs out."""
-        c, s = self.cfg, self.state
-        if c.max_steps and s["step"] >= c.max_steps:
-            return True  # the same step on every rank
-        if not c.max_minutes:
-            return False
-        over = s["train_seconds"] >= 60 * c.max_minutes
-        if self.world > 1:  # clocks differ between ranks: rank 0's decides, so that every rank stops at the same step
-            flag = torch.tensor([float(over)])
-            dist.broadcast(flag, 0)
-            over = bool(flag.item())
-        if over:
-            self.mark_cut_short()
-        return over
+def save_state(run: Run) -> None:
+    if run.dist.is_main:
+        save_train_state(run.ckpt_dir / "last.pt", run.model, run.opt, run.scaler, run.state)
 
-    def mark_cut_short(self) -> None:
-        """The time cap stopped the run before its planned updates: say so wherever its result is read."""
-        c, s = self.cfg, self.state
-        s["cut_short"] = True
-        self._log({"event": "cut_short", "reason": "max_minutes", "max_minutes": c.max_minutes, "step": s["step"],
-                   "planned_steps": self.total_steps, "train_seconds": s["train_seconds"]})
-        if self.is_main:
-            print(f"WARNING: the max_minutes={c.max_minutes} cap stopped training at update {s['step']} of "
-                  f"{self.total_steps} planned; the learning-rate schedule did not finish, so this run's model is not "
-                  f"the config's result (set max_minutes=null for that)", file=sys.stderr, flush=True)
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's share of every global batch of the epoch (deterministic in seed and epoch)."""
-        batches = self.data.batches(epoch)
-        if self.world == 1:
-            return batches
-        # Batches too small to give every rank an utterance are dropped (counted), identically on all ranks.
-        kept = [b[self.rank :: self.world] for b in batches if len(b) >= self.world]
-        self.state["skipped_batches"] += len(batches) - len(kept) if epoch == self.state["epoch"] else 0
-        return kept
+# ---- the loop -------------------------------------------------------------------------------------------
+def fit(run: Run) -> Path:
+    """Train until the planned updates are taken (or early stopping, or the time cap) and write model.pt."""
+    cfg, s = run.cfg, run.state
+    # Fixed by the config and the data alone (the sampler's batches are a function of the seed and the epoch),
+    # so the schedule and the stopping point are the same on any machine and after --resume.
+    run.total_steps = planned_steps(cfg, (len(epoch_batches(run, e)) for e in itertools.count()))
+    if run.dist.is_main and not run.quiet:
+        cap = f" (safety cap: {cfg.max_minutes} min)" if cfg.max_minutes else ""
+        print(f"training {run.num_params / 1e6:.2f} M parameters on {run.dist.device} x{run.dist.world}; "
+              f"{len(run.data.train_set)} train utterances, {len(epoch_batches(run, 0))} batches/epoch, "
+              f"{run.total_steps} updates planned{cap} -> {run.out}", flush=True)
+    while s.epoch < cfg.epochs and not s.done:
+        train_one_epoch(run, s.epoch)
+        if s.done and not s.batch_in_epoch:
+            break  # nothing trained since the last epoch end
+        # An epoch ended by max_steps ran at the lowest learning rate and is often the best; one ended by
+        # the time cap is what that run has. Either gets a dev check and a snapshot like a whole one (done stays set).
+        end_epoch(run)
+    s.done = True
+    save_state(run)
+    if run.dist.is_main and not run.quiet and (s.skipped_utterances or s.skipped_nonfinite or s.manifest_skipped):
+        print(f"skipped: {s.skipped_utterances} unreadable utterance loads, {s.skipped_nonfinite} non-finite "
+              f"steps, manifest entries {s.manifest_skipped} (details in {run.log.path})", flush=True)
+    return finish(run)
 
-    def fit(self) -> Path:
-        self.setup()
-        cfg, s = self.cfg, self.state
-        per_epoch = self.steps_in_epoch(0)
-        # Fixed by the config and the data alone (the sampler's batches are a function of the seed and the epoch),
-        # so the schedule and the stopping point are the same on any machine and after --resume.
-        self.total_steps = planned_steps(cfg, (self.steps_in_epoch(e) for e in itertools.count()))
-        if self.is_main and not self.quiet:
-            cap = f" (safety cap: {cfg.max_minutes} min)" if cfg.max_minutes else ""
-            print(f"training {self.num_params / 1e6:.2f} M parameters on {self.device} x{self.world}; "
-                  f"{len(self.data.train_set)} train utterances, {per_epoch} batches/epoch, "
-                  f"{self.total_steps} updates planned{cap} -> {self.out}", flush=True)
-        while s["epoch"] < cfg.epochs and not s["done"]:
-            self.train_epoch(s["epoch"])
-            if s["done"] and not s["batch_in_epoch"]:
-                break  # nothing trained since the last epoch end
-            # An epoch ended by max_steps ran at the lowest learning rate and is often the best; one ended by
-            # the time cap is what that run has. Either gets a dev check and a snapshot like a whole one (done stays set).
-            self.end_epoch()
-        s["done"] = True
-        self._save_state()
-        if self.is_main and not self.quiet and (s["skipped_utterances"] or s["skipped_nonfinite"] or s["manifest_skipped"]):
-            print(f"skipped: {s['skipped_utterances']} unreadable utterance loads, {s['skipped_nonfinite']} non-finite "
-                  f"steps, manifest entries {s['manifest_skipped']} (details in {self.out / 'metrics.jsonl'})", flush=True)
-        return self.finish()
 
-    def train_epoch(self, epoch: int) -> None:
-        from tqdm import tqdm
+def train_one_epoch(run: Run, epoch: int) -> None:
+    """Train on the batches of ``epoch`` from ``state.batch_in_epoch`` on (a resumed epoch starts mid-way)."""
+    from tqdm import tqdm
 
-        cfg, s = self.cfg, self.state
-        batches = self.epoch_batches(epoch)[s["batch_in_epoch"] :]
-        # A DataLoader iterator draws its workers' base seed from `generator`, by default the global torch
-        # RNG: a resume in mid-epoch would make one extra draw and shift every later dropout/SpecAugment
-        # mask. A generator of its own (seed, epoch) keeps the global stream exactly as in an unbroken run.
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        if hasattr(self.data.train_set, "set_epoch"):  # waveform augmentation draws from (seed, epoch, item)
-            self.data.train_set.set_epoch(epoch)
-        loader = DataLoader(self.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
-                            collate_fn=self.data.collate, persistent_workers=False, generator=gen)
-        model = self.ddp or self.model
-        model.train()
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.is_main or self.quiet,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-        t_last, audio_last, loss_acc, n_acc = time.perf_counter(), s["audio_seconds"], 0.0, 0
-        for indices, batch in zip(batches, loader):
-            t0 = time.perf_counter()
-            self._count_skipped(epoch, indices, batch)
-            empty = batch is None  # every utterance of the batch unreadable (on_error="skip")
-            if self.world > 1:  # all ranks skip together, or DDP would wait for the missing one forever
-                flag = torch.tensor([float(empty)])
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                empty = bool(flag.item())
-            loss = None if empty else self.train_step(model, batch)
-            dt = time.perf_counter() - t0
-            s["train_seconds"] += dt
-            s["audio_seconds"] += float(batch.get("duration", 0.0)) if batch is not None else 0.0
-            s["batch_in_epoch"] += 1
-            if loss is not None:
-                loss_acc, n_acc = loss_acc + loss, n_acc + 1
-            bar.update(1)
-            if s["step"] % cfg.log_every == 0 and n_acc:
-                now = time.perf_counter()
-                rate = (s["audio_seconds"] - audio_last) / max(now - t_last, 1e-9) * self.world
-                rec = {"step": s["step"], "epoch": epoch, "loss": loss_acc / n_acc, "lr": self.opt.param_groups[0]["lr"],
-                       "teacher_forcing": self.teacher_forcing(), "audio_s_per_s": rate, "train_seconds": s["train_seconds"]}
-                self._log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", aps=f"{rate:.0f}")
-                t_last, audio_last, loss_acc, n_acc = now, s["audio_seconds"], 0.0, 0
-            if cfg.checkpoint_every and s["step"] % cfg.checkpoint_every == 0 and loss is not None:
-                self._save_state()
-            if self.out_of_budget():
-                s["done"] = True
-                break
-        bar.close()
+    cfg, s = run.cfg, run.state
+    if s.batch_in_epoch == 0:
+        s.skipped_batches += len(run.data.batches(epoch)) - len(epoch_batches(run, epoch))
+    batches = epoch_batches(run, epoch)[s.batch_in_epoch :]
+    # A DataLoader iterator draws its workers' base seed from `generator`, by default the global torch
+    # RNG: a resume in mid-epoch would make one extra draw and shift every later dropout/SpecAugment
+    # mask. A generator of its own (seed, epoch) keeps the global stream exactly as in an unbroken run.
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    if hasattr(run.data.train_set, "set_epoch"):  # waveform augmentation draws from (seed, epoch, item)
+        run.data.train_set.set_epoch(epoch)
+    loader = DataLoader(run.data.train_set, batch_sampler=batches, num_workers=cfg.data.num_workers,
+                        collate_fn=run.data.collate, persistent_workers=False, generator=gen)
+    run.net.train()
+    bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not run.dist.is_main or run.quiet,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    t_last, audio_last, loss_acc, n_acc = time.perf_counter(), s.audio_seconds, 0.0, 0
+    for indices, batch in zip(batches, loader):
+        t0 = time.perf_counter()
+        count_skipped(run, epoch, indices, batch)
+        # Every utterance of the batch unreadable (on_error="skip"): all ranks skip together, or DDP would wait
+        # for the missing one forever.
+        empty = distributed.any_rank(batch is None, run.dist)
+        loss = None if empty else train_step(run, batch)
+        s.train_seconds += time.perf_counter() - t0
+        s.audio_seconds += float(batch.get("duration", 0.0)) if batch is not None else 0.0
+        s.batch_in_epoch += 1
+        if loss is not None:
+            loss_acc, n_acc = loss_acc + loss, n_acc + 1
+        bar.update(1)
+        if s.step % cfg.log_every == 0 and n_acc:
+            now = time.perf_counter()
+            rate = (s.audio_seconds - audio_last) / max(now - t_last, 1e-9) * run.dist.world
+            rec = {"step": s.step, "epoch": epoch, "loss": loss_acc / n_acc, "lr": run.opt.param_groups[0]["lr"],
+                   "teacher_forcing": teacher_forcing(cfg, s.step), "audio_s_per_s": rate, "train_seconds": s.train_seconds}
+            run.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", aps=f"{rate:.0f}")
+            t_last, audio_last, loss_acc, n_acc = now, s.audio_seconds, 0.0, 0
+        if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0 and loss is not None:
+            save_state(run)
+        if out_of_budget(run):
+            s.done = True
+            break
+    bar.close()
 
-    def _count_skipped(self, epoch: int, indices: list[int], batch: Optional[dict]) -> None:
-        """Count (state["skipped_utterances"]) and log the utterances the dataset could not load."""
-        n = len(indices) if batch is None else int(batch.get("num_skipped", 0))
-        if not n:
-            return
-        self.state["skipped_utterances"] += n
-        entries = getattr(self.data.train_set, "entries", None)
-        kept = set(batch["ids"]) if batch is not None else set()
-        ids = [entries[j].id for j in indices if entries[j].id not in kept] if entries is not None else []
-        self._log({"event": "skipped_audio", "step": self.state["step"], "epoch": epoch, "count": n, "ids": ids[:64]})
 
-    def train_step(self, model, batch: dict) -> Optional[float]:
-        cfg, s = self.cfg, self.state
-        src, src_lens, tgt, tgt_lens = (batch[k].to(self.device, non_blocking=True) for k in ("src", "src_lens", "tgt", "tgt_lens"))
-        factor = lr_factor(cfg, s["step"], self.total_steps)
-        for g in self.opt.param_groups:
-            g["lr"] = cfg.optim.lr * factor
-        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-               if cfg.amp == "bf16" or (cfg.amp == "fp16" and self.device.type == "cuda") else nullcontext())
-        with amp:
-            # ASRModel.forward is its loss; calling through the DDP wrapper synchronises gradients.
-            out = model(src, src_lens, tgt, tgt_lens, teacher_forcing=self.teacher_forcing())
-        ntok = torch.as_tensor(out["ntokens"], dtype=torch.float32, device=self.device).reshape(1)
-        total = _all_sum(ntok.clone(), self.world)
-        # Token-sum / global tokens * world: DDP's gradient mean then equals one process's mean over the global batch.
-        loss = out["loss"].float() * ntok[0] / total[0] * self.world
-        finite = torch.isfinite(loss.detach()).float().reshape(1)
-        if self.world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        self.opt.zero_grad(set_to_none=True)
-        if finite.item() < 1:
-            s["skipped_nonfinite"] += 1
-            self._log({"event": "skipped_nonfinite_loss", "step": s["step"], "ids": batch.get("ids", [])[:8]})
-            return None
-        if self.scaler:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-        else:
-            loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or float("inf"))
-        if not torch.isfinite(gnorm):
-            s["skipped_nonfinite"] += 1
-            self._log({"event": "skipped_nonfinite_grad", "step": s["step"]})
-            self.opt.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.update()
-            return None
-        if self.scaler:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
-        s["step"] += 1
-        return float(out["loss"].detach())
+def count_skipped(run: Run, epoch: int, indices: list[int], batch: Optional[dict]) -> None:
+    """Count (state.skipped_utterances) and log the utterances the dataset could not load."""
+    n = len(indices) if batch is None else int(batch.get("num_skipped", 0))
+    if not n:
+        return
+    run.state.skipped_utterances += n
+    entries = getattr(run.data.train_set, "entries", None)
+    kept = set(batch["ids"]) if batch is not None else set()
+    ids = [entries[j].id for j in indices if entries[j].id not in kept] if entries is not None else []
+    run.log({"event": "skipped_audio", "step": run.state.step, "epoch": epoch, "count": n, "ids": ids[:64]})
 
-    # ---- epoch end: dev metric, snapshots, early stopping -------------------------------------
-    def dev_metric(self) -> Optional[dict]:
-        return self.data.evaluate_dev(self.model, beam=self.cfg.eval_beam)
 
-    def end_epoch(self) -> None:
-        cfg, s = self.cfg, self.state
-        epoch = s["epoch"]
-        stop = torch.zeros(1)
-        if self.is_main:
-            res = self.dev_metric()
-            if res is not None:
-                metric, higher = res["metric"], res["higher_is_better"]
-                better = s["best"] is None or (res[metric] > s["best"] if higher else res[metric] < s["best"])
-                if better:
-                    s["best"], s["best_epoch"], s["bad_epochs"] = res[metric], epoch, 0
-                    self.model.save(self.out / "model.pt", meta=self._meta(res))
-                else:
-                    s["bad_epochs"] += 1
-                self._log({"event": "epoch", "epoch": epoch, "step": s["step"], **{k: v for k, v in res.items() if k != "hypotheses"},
-                           "train_seconds": s["train_seconds"], "best": s["best"]})
-                if not self.quiet:
-                    print(f"epoch {epoch}: dev {metric} {res[metric]:.4f} (best {s['best']:.4f} @ {s['best_epoch']}), "
-                          f"step {s['step']}, {s['train_seconds']:.0f}s", flush=True)
-                if cfg.early_stop_patience and s["bad_epochs"] >= cfg.early_stop_patience:
-                    stop[0] = 1
-            self._snapshot(epoch)
-            if time.perf_counter() - self._last_plot > 60:  # matplotlib costs seconds: not every short epoch
-                self.plot_curve()
-        if self.world > 1:
-            dist.broadcast(stop, 0)
-        s["epoch"] += 1
-        s["batch_in_epoch"] = 0
-        if stop.item():
-            s["done"] = True
-        self._save_state()
+def compute_loss(net: torch.nn.Module, batch: dict, cfg: TrainConfig, d: Dist, tf_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass of one batch: (the loss to back-propagate, this rank's own mean loss).
 
-    def _meta(self, res: dict | None = None) -> dict:
-        s = self.state
-        return {"step": s["step"], "epoch": s["epoch"], "planned_steps": self.total_steps, "cut_short": s["cut_short"],
-                "train_seconds": round(s["train_seconds"], 1), "dev": {k: v for k, v in (res or {}).items() if isinstance(v, (int, float))},
-                "num_parameters": self.num_params, "max_duration": self.data.max_duration}
+    The first is normalised by the global token count (times the world size): DDP's gradient mean then equals
+    one process's mean over the whole global batch."""
+    src, src_lens, tgt, tgt_lens = (batch[k].to(d.device, non_blocking=True) for k in ("src", "src_lens", "tgt", "tgt_lens"))
+    amp = (torch.autocast(d.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+           if cfg.amp == "bf16" or (cfg.amp == "fp16" and d.device.type == "cuda") else nullcontext())
+    with amp:
+        out = net(src, src_lens, tgt, tgt_lens, teacher_forcing=tf_ratio)  # ASRModel.forward is its loss
+    ntok = torch.as_tensor(out["ntokens"], dtype=torch.float32, device=d.device).reshape(1)
+    total = distributed.all_sum(ntok.clone(), d)
+    return out["loss"].float() * ntok[0] / total[0] * d.world, out["loss"]
 
-    def _snapshot(self, epoch: int) -> None:
-        if self.cfg.average_last <= 0:
-            return
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.ckpt_dir / f"epoch-{epoch:04d}.pt", self.model.payload())
-        snaps = sorted(self.ckpt_dir.glob("epoch-*.pt"))
-        for old in snaps[: -max(self.cfg.keep_epochs, self.cfg.average_last)]:
-            old.unlink()
 
-    def finish(self) -> Path:
-        """Write EXPDIR/model.pt: the best epoch, or the average of the last N if that is no worse on dev."""
-        final = self.out / "model.pt"
-        if not self.is_main:
-            if self.world > 1:
-                dist.barrier()
-            return final
-        if self.cfg.average_last > 0:
-            snaps = sorted(self.ckpt_dir.glob("epoch-*.pt"))[-self.cfg.average_last :]
-            if len(snaps) > 1:
-                payloads = [load_checkpoint(p) for p in snaps]
-                avg = {k: sum(p["model"][k].double() for p in payloads) / len(payloads) for k in payloads[0]["model"]}
-                self.model.seq2seq.load_state_dict({k: v.to(payloads[0]["model"][k].dtype) for k, v in avg.items()})
-                res = self.dev_metric()
-                s = self.state
-                if res is not None:
-                    m, higher = res["metric"], res["higher_is_better"]
-                    ok = s["best"] is None or (res[m] >= s["best"] if higher else res[m] <= s["best"])
-                    self._log({"event": "averaged", "snapshots": len(snaps), m: res[m], "kept": ok})
-                    if ok:
-                        s["best"] = res[m]
-                        self.model.save(final, meta={**self._meta(res), "averaged": len(snaps)})
-        if not final.exists():  # no dev set, or no epoch finished: the current weights
-            self.model.save(final, meta=self._meta())
-        s = self.state
-        if s["cut_short"]:  # model.pt may come from an epoch before the cut: its meta must still tell
-            payload = load_checkpoint(final)
-            payload["meta"]["cut_short"] = True
-            save_checkpoint(final, payload)
-        self._log({"event": "end", "step": s["step"], "planned_steps": self.total_steps, "epoch": s["epoch"],
-                   "train_seconds": s["train_seconds"], "best": s["best"], "cut_short": s["cut_short"]})
-        self.plot_curve()
-        if self.world > 1:
-            dist.barrier()
+def train_step(run: Run, batch: dict) -> Optional[float]:
+    """One update (learning rate from the schedule, clipped gradients); None when skipped for a non-finite
+    loss or gradient (counted and logged: the weights stay as they were)."""
+    cfg, s = run.cfg, run.state
+    factor = lr_factor(cfg, s.step, run.total_steps)
+    for g in run.opt.param_groups:
+        g["lr"] = cfg.optim.lr * factor
+    loss, own_loss = compute_loss(run.net, batch, cfg, run.dist, teacher_forcing(cfg, s.step))
+    finite = distributed.all_ranks(torch.isfinite(loss.detach()), run.dist)
+    run.opt.zero_grad(set_to_none=True)
+    if not finite:
+        s.skipped_nonfinite += 1
+        run.log({"event": "skipped_nonfinite_loss", "step": s.step, "ids": batch.get("ids", [])[:8]})
+        return None
+    if run.scaler:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.opt)
+    else:
+        loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip or float("inf"))
+    if not torch.isfinite(gnorm):
+        s.skipped_nonfinite += 1
+        run.log({"event": "skipped_nonfinite_grad", "step": s.step})
+        run.opt.zero_grad(set_to_none=True)
+        if run.scaler:
+            run.scaler.update()
+        return None
+    if run.scaler:
+        run.scaler.step(run.opt)
+        run.scaler.update()
+    else:
+        run.opt.step()
+    s.step += 1
+    return float(own_loss.detach())
+
+
+def out_of_budget(run: Run) -> bool:
+    """Stop after this update? At ``max_steps``, or when the opt-in ``max_minutes`` safety cap runs out."""
+    c, s = run.cfg, run.state
+    if c.max_steps and s.step >= c.max_steps:
+        return True  # the same step on every rank
+    if not c.max_minutes:
+        return False
+    # Clocks differ between ranks: rank 0's decides, so that every rank stops at the same step.
+    over = distributed.from_main(s.train_seconds >= 60 * c.max_minutes, run.dist)
+    if over:
+        mark_cut_short(run)
+    return over
+
+
+def mark_cut_short(run: Run) -> None:
+    """The time cap stopped the run before its planned updates: say so wherever its result is read."""
+    c, s = run.cfg, run.state
+    s.cut_short = True
+    run.log({"event": "cut_short", "reason": "max_minutes", "max_minutes": c.max_minutes, "step": s.step,
+             "planned_steps": run.total_steps, "train_seconds": s.train_seconds})
+    if run.dist.is_main:
+        print(f"WARNING: the max_minutes={c.max_minutes} cap stopped training at update {s.step} of "
+              f"{run.total_steps} planned; the learning-rate schedule did not finish, so this run's model is not "
+              f"the config's result (set max_minutes=null for that)", file=sys.stderr, flush=True)
+
+
+# ---- epoch end: dev score, best model, snapshots, early stopping -------------------------------------------
+def evaluate(run: Run) -> Optional[dict]:
+    """Dev scores of the current weights ({"metric": "wer" | "bleu", "higher_is_better", <metric>, ...}), or None
+    without a dev set."""
+    return run.data.evaluate_dev(run.model, beam=run.cfg.eval_beam)
+
+
+def improves(res: dict, best: Optional[float], ties: bool = False) -> bool:
+    """Whether the dev result ``res`` beats ``best`` (or equals it, with ``ties``)."""
+    if best is None:
+        return True
+    v = res[res["metric"]]
+    if res["higher_is_better"]:
+        return v >= best if ties else v > best
+    return v <= best if ties else v < best
+
+
+def end_epoch(run: Run) -> None:
+    cfg, s = run.cfg, run.state
+    epoch = s.epoch
+    stop = False
+    if run.dist.is_main:
+        res = evaluate(run)
+        if res is not None:
+            metric = res["metric"]
+            if improves(res, s.best):
+                s.best, s.best_epoch, s.bad_epochs = res[metric], epoch, 0
+                run.model.save(run.out / "model.pt", meta=model_meta(run, res))
+            else:
+                s.bad_epochs += 1
+            run.log({"event": "epoch", "epoch": epoch, "step": s.step, **{k: v for k, v in res.items() if k != "hypotheses"},
+                     "train_seconds": s.train_seconds, "best": s.best})
+            if not run.quiet:
+                print(f"epoch {epoch}: dev {metric} {res[metric]:.4f} (best {s.best:.4f} @ {s.best_epoch}), "
+                      f"step {s.step}, {s.train_seconds:.0f}s", flush=True)
+            stop = bool(cfg.early_stop_patience and s.bad_epochs >= cfg.early_stop_patience)
+        if cfg.average_last > 0:
+            save_snapshot(run.ckpt_dir, epoch, run.model, keep=max(cfg.keep_epochs, cfg.average_last))
+        run.log.plot(every_s=60)
+    stop = distributed.from_main(stop, run.dist)
+    s.epoch += 1
+    s.batch_in_epoch = 0
+    if stop:
+        s.done = True
+    save_state(run)
+
+
+def model_meta(run: Run, res: Optional[dict] = None) -> dict[str, Any]:
+    s = run.state
+    return {"step": s.step, "epoch": s.epoch, "planned_steps": run.total_steps, "cut_short": s.cut_short,
+            "train_seconds": round(s.train_seconds, 1), "dev": {k: v for k, v in (res or {}).items() if isinstance(v, (int, float))},
+            "num_parameters": run.num_params, "max_duration": run.data.max_duration}
+
+
+def finish(run: Run) -> Path:
+    """Write EXPDIR/model.pt: the best epoch, or the average of the last N if that is no worse on dev."""
+    final = run.out / "model.pt"
+    if not run.dist.is_main:
+        distributed.barrier(run.dist)
         return final
-
-    def plot_curve(self) -> None:
-        self._last_plot = time.perf_counter()
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        recs = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:  # a line torn by a kill or power cut is not worth dying over at the end of an epoch
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                recs.append(rec)
-        steps = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
-        devs = [r for r in recs if r.get("event") == "epoch"]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        if steps:
-            ax.plot(*zip(*steps), label="train loss", color="tab:blue")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        if devs:
-            m = "wer" if "wer" in devs[0] else "bleu"
-            ax2 = ax.twinx()
-            ax2.plot([r["step"] for r in devs], [r[m] for r in devs], "o-", color="tab:red", label=f"dev {m}")
-            ax2.set_ylabel(f"dev {m}")
-        ax.set_title("learning curve")
-        fig.tight_layout()
-        fig.savefig(self.out / "learning_curve.png", dpi=80)
-        plt.close(fig)
+    s = run.state
+    snaps = last_snapshots(run.ckpt_dir, run.cfg.average_last) if run.cfg.average_last > 0 else []
+    if len(snaps) > 1:
+        run.model.seq2seq.load_state_dict(average_checkpoints(snaps))
+        res = evaluate(run)
+        if res is not None:
+            m = res["metric"]
+            kept = improves(res, s.best, ties=True)
+            run.log({"event": "averaged", "snapshots": len(snaps), m: res[m], "kept": kept})
+            if kept:
+                s.best = res[m]
+                run.model.save(final, meta={**model_meta(run, res), "averaged": len(snaps)})
+    if not final.exists():  # no dev set, or no epoch finished: the current weights
+        run.model.save(final, meta=model_meta(run))
+    if s.cut_short:  # model.pt may come from an epoch before the cut: its meta must still tell
+        payload = load_checkpoint(final)
+        payload["meta"]["cut_short"] = True
+        save_checkpoint(final, payload)
+    run.log({"event": "end", "step": s.step, "planned_steps": run.total_steps, "epoch": s.epoch,
+             "train_seconds": s.train_seconds, "best": s.best, "cut_short": s.cut_short})
+    run.log.plot()
+    distributed.barrier(run.dist)
+    return final
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Path:
@@ -551,17 +461,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     interleaving its checkpoints with the live run's."""
     from . import lock
 
-    rank, _, _ = dist_env()
-    if rank != 0:  # DDP: the other ranks write nothing of their own into EXPDIR
-        return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+    if distributed.env_rank() != 0:  # DDP: the other ranks write nothing of their own into EXPDIR
+        return fit(setup(cfg, out, resume=resume, quiet=quiet))
     try:
         lock.acquire(out)  # FolderLockedError (a UsageError) when another run holds it
     except OSError as exc:
         raise TrainingError(f"{out}: output directory is not writable ({exc.strerror or exc})") from None
     try:
-        return Trainer(cfg, out, resume=resume, quiet=quiet).fit()
+        return fit(setup(cfg, out, resume=resume, quiet=quiet))
     finally:
         lock.release(out)
 
 
-__all__ = ["train", "Trainer", "TrainingError", "lr_factor", "planned_steps"]
+__all__ = ["train", "TrainingError", "Run", "setup", "fit", "train_one_epoch", "train_step", "compute_loss", "evaluate",
+           "end_epoch", "finish", "lr_factor", "planned_steps", "preflight"]

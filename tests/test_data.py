@@ -80,61 +80,29 @@ def test_no_shuffle_is_sorted_and_empty_ok():
         LengthBucketSampler([1, -1], max_frames=10)
 
 
-def test_resume_mid_epoch_exact():
+def test_batches_is_what_iteration_yields():
     lengths = fsdd_like_lengths(500)
     s = LengthBucketSampler(lengths, max_frames=1500, seed=7)
     s.set_epoch(2)
-    full = list(s)
-    it = iter(s)
-    consumed = [next(it) for _ in range(5)]
-    state = s.state_dict()
-    assert state["batches_done"] == 5 and consumed == full[:5]
-
-    s2 = LengthBucketSampler(lengths, max_frames=1500, seed=7)
-    s2.load_state_dict(state)
-    s2.set_epoch(2)  # the trainer's loop calls set_epoch again: the resume point survives
-    assert list(s2) == full[5:]
-    assert list(s2) == full  # next pass over the same epoch is complete again
-    s2.set_epoch(3)
-    s.set_epoch(3)
-    assert list(s2) == list(s)
-
-    s3 = LengthBucketSampler(lengths, max_frames=1500, seed=7)
-    s3.load_state_dict(s.state_dict(batches_done=2))  # count given by the loop (DataLoader prefetches)
-    assert list(s3) == list(s)[2:]
-    with pytest.raises(ValueError):
-        LengthBucketSampler(lengths, max_frames=1000, seed=7).load_state_dict(state)
+    assert s.batches(2) == list(s) and s.batches() == list(s)
+    assert s.batches(3) != s.batches(2)
+    assert s.batches(2) == LengthBucketSampler(lengths, max_frames=1500, seed=7).batches(2)  # a resumed run's too
 
 
-@pytest.mark.parametrize("replicas", [2, 3, 4])
-def test_distributed_disjoint_and_cover(replicas):
-    lengths = fsdd_like_lengths(997)
-    ranks = [LengthBucketSampler(lengths, max_frames=1800, seed=1, num_replicas=replicas, rank=r) for r in range(replicas)]
-    for s in ranks:
-        s.set_epoch(4)
-    per_rank = [list(s) for s in ranks]
-    assert len({len(b) for b in per_rank}) == 1 and all(len(s) == len(per_rank[0]) for s in ranks)
-    n_all = len(LengthBucketSampler(lengths, max_frames=1800, seed=1)._all_batches(4))
-    n_pad = len(per_rank[0]) * replicas - n_all
-    assert 0 <= n_pad < replicas
-    all_batches = [tuple(b) for bs in per_rank for b in bs]
-    distinct = set(all_batches)
-    assert len(distinct) == n_all  # only the padding repeats batches
-    assert len(all_batches) - len(distinct) == n_pad
-    assert sorted(i for b in distinct for i in b) == list(range(len(lengths)))
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_ddp_shard_splits_every_batch_across_ranks(world):
+    """The trainer's one DDP design (asr_s2s.distributed.shard): each rank takes its share of every global
+    batch; a batch too small for every rank is dropped on all of them."""
+    from asr_s2s.distributed import Dist, shard
 
-    dropped = [list(LengthBucketSampler(lengths, 1800, seed=1, num_replicas=replicas, rank=r, drop_last=True)) for r in range(replicas)]
-    flat = [i for bs in dropped for b in bs for i in b]
-    assert len(flat) == len(set(flat))  # drop_last: strictly disjoint
-
-
-def test_sort_noise_changes_batches_keeps_padding_low():
-    lengths = fsdd_like_lengths()
-    s = LengthBucketSampler(lengths, max_frames=3000, sort_noise=0.05)
-    e0 = {tuple(b) for b in s}
-    s.set_epoch(1)
-    e1 = {tuple(b) for b in s}
-    assert e0 != e1 and padding_fraction(list(s), lengths) < 0.15
+    batches = LengthBucketSampler(fsdd_like_lengths(997), max_frames=1800, seed=1).batches(4) + [[0], [1, 2][: world - 1]]
+    ranks = [shard(batches, Dist(r, world, torch.device("cpu"))) for r in range(world)]
+    kept = [b for b in batches if len(b) >= world]
+    assert len(kept) < len(batches) and all(len(r) == len(kept) for r in ranks)
+    for i, b in enumerate(kept):
+        parts = [r[i] for r in ranks]
+        assert all(parts) and sorted(j for p in parts for j in p) == sorted(b)
+    assert shard(batches, Dist(0, 1, torch.device("cpu"))) == batches
 
 
 # ------------------------------------------------------------------------------------------------------ datasets
