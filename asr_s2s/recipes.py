@@ -264,7 +264,7 @@ def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
 
 
 def _cut_short(model_path: Path) -> bool:
-    """Whether the model's training run was stopped by the max_minutes cap (Trainer.mark_cut_short)."""
+    """Whether the model's training run was stopped by the max_minutes cap (train.mark_cut_short)."""
     from .checkpoint import load_checkpoint
 
     return bool(load_checkpoint(model_path).get("meta", {}).get("cut_short"))

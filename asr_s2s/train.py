@@ -164,9 +164,8 @@ def setup(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
         raise TrainingError(f"cannot use {out}: {exc}") from None
     model = ASRModel(data.model_cfg, data.tokenizer, cfg.features if cfg.data.task == "asr" else None,
                      cmvn=cfg.data.cmvn, spec_augment=data.spec_augment, src_tokenizer=data.src_tokenizer)
-    if data.cmvn_stats is not None and model.cmvn is not None and hasattr(model.cmvn, "mean"):
-        model.cmvn.mean.copy_(data.cmvn_stats[0])
-        model.cmvn.std.copy_(data.cmvn_stats[1])
+    if data.cmvn_stats is not None and model.cmvn_stats is not None:
+        model.set_cmvn_stats(*data.cmvn_stats)
     model = model.to(d.device)
     num_params = sum(p.numel() for p in model.seq2seq.parameters())
     if d.is_main:

@@ -89,9 +89,8 @@ def load_train_state(path: Path, model: ASRModel, opt: torch.optim.Optimizer, sc
     if ck.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint")
     model.seq2seq.load_state_dict(ck["model"]["model"])
-    if ck["model"].get("cmvn") and hasattr(model.cmvn, "mean"):
-        model.cmvn.mean.copy_(ck["model"]["cmvn"]["mean"])
-        model.cmvn.std.copy_(ck["model"]["cmvn"]["std"])
+    if ck["model"].get("cmvn") and model.cmvn_stats is not None:
+        model.set_cmvn_stats(ck["model"]["cmvn"]["mean"], ck["model"]["cmvn"]["std"])
     opt.load_state_dict(ck["optimizer"])
     if scaler and ck.get("scaler"):
         scaler.load_state_dict(ck["scaler"])
