@@ -96,7 +96,7 @@ ENV_READERS = {
     "accel/precision.py": "ASR_S2S_NATIVE_BF16, read once per process by the one native-bf16 detection",
     "accel/cpu_kernels.py": "ASR_S2S_CPU_KERNELS, ASR_S2S_CACHE / XDG_CACHE_HOME, CC: the kernel loader, run once",
     "corpora/common.py": "ASR_S2S_DATA: default_data_dir, the local-data root for the CLI, recipes and the bench",
-    "train.py": "RANK / WORLD_SIZE / LOCAL_RANK from torchrun, and oneDNN's primitive cache size, at training start",
+    "distributed.py": "RANK / WORLD_SIZE / LOCAL_RANK from torchrun, and oneDNN's primitive cache size, at training start",
 }
 
 
