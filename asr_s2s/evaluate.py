@@ -196,12 +196,15 @@ def plot_attention(utts: Sequence[dict], out_dir: Path) -> list[Path]:
 
 
 @torch.inference_mode()
-def evaluate_pairs(model, pairs: Sequence[tuple[str, str]], beam: int = 1, batch_size: int = 64) -> dict:
-    """Text models: BLEU and chrF (sacrebleu) of translations against references (None over zero pairs)."""
+def evaluate_pairs(model, pairs: Sequence[tuple[str, str]], beam: int | None = None, batch_size: int = 64,
+                   options: DecodeOptions | None = None) -> dict:
+    """Text models: BLEU and chrF (sacrebleu) of translations against references (None over zero pairs).
+    Decoding as in ``model.translate``: ``options``, else the model's recommended decoding; ``beam`` on top
+    (a beam alone means plain defaults plus that beam: ``beam=1`` is greedy)."""
     import sacrebleu
 
     t0 = time.perf_counter()
-    hyps = model.translate([s for s, _ in pairs], beam=beam, batch_size=batch_size)
+    hyps = model.translate([s for s, _ in pairs], beam=beam, batch_size=batch_size, options=options)
     refs = [t for _, t in pairs]
     if not pairs:
         return {"bleu": None, "chrf": None, "num_sentences": 0, "wall_seconds": time.perf_counter() - t0, "hypotheses": []}

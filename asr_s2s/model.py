@@ -203,10 +203,22 @@ class ASRModel(nn.Module):
                                     long_form=long_form, options=opts, vad=vad)
         return results[0] if single else results
 
-    def translate(self, sentences: Sequence[str], beam: int = 1, batch_size: int = 64) -> list[str]:
-        """Text models: translate sentences (batched)."""
+    def translate(self, sentences: Sequence[str], beam: int | None = None, batch_size: int = 64,
+                  options: "DecodeOptions | None" = None, **decoding: Any) -> list[str]:
+        """Text models: translate sentences (batched).
+
+        Decoding follows ``options`` (a DecodeOptions), else the model's recommended decoding (the one its
+        recipe tuned on dev, saved in the model file; greedy for a model that carries none), with ``beam`` and any
+        DecodeOptions field given as a keyword on top. As in :meth:`transcribe`, a keyword that describes the
+        search (beam, length_norm, alpha, length_bonus, ...) replaces the recommended setting with plain defaults
+        plus what was given: ``beam=1`` is greedy decoding whatever the model recommends, ``beam=8,
+        length_norm="gnmt", alpha=0.6`` a beam search with the GNMT length penalty ((5+|y|)/6)^alpha."""
+        from .decoding import choose_options
+
         if self.is_audio:
             raise TypeError("translate() is for text models; use transcribe() for audio")
+        given = dict(beam=beam, **decoding)
+        opts = options.replace(**given) if options is not None else choose_options(self.recommended_decoding, **given)
         self.eval()
         out: list[str] = []
         for i in range(0, len(sentences), batch_size):
@@ -214,7 +226,7 @@ class ASRModel(nn.Module):
             ids = [torch.tensor(self.src_tokenizer.encode(s) or [UNK]) for s in sentences[i : i + batch_size]]
             lens = torch.tensor([len(x) for x in ids])
             src = nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device)
-            res = self.decode(src, lens.to(self.device), beam=beam)
+            res = self.decode(src, lens.to(self.device), options=opts)
             out.extend(self.tokenizer.decode(t) for t in res.tokens)
         return out
 
