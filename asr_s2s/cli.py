@@ -86,15 +86,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_result
     from .recipes import evaluate_split
 
-    text = args.manifest.suffix == ".tsv"
-    if text:
-        res = evaluate_split(args.model, args.manifest, args.report, text=True, beam=args.beam or 1)
-    else:
-        from .model import load_model
+    from .model import load_model
 
-        model = load_model(args.model)
-        options = _decode_options(args, model) if model.is_audio else None  # else evaluate_split says what is wrong
-        res = evaluate_split(args.model, args.manifest, args.report, options=options, model=model)
+    text = args.manifest.suffix == ".tsv"
+    model = load_model(args.model)
+    # A model of the wrong kind for the file: no options, evaluate_split says what is wrong.
+    options = _decode_options(args, model, text=not model.is_audio) if text != model.is_audio else None
+    res = evaluate_split(args.model, args.manifest, args.report, text=text, options=options, model=model)
     print(json.dumps(res) if args.json else "\n".join(format_result(res)))
     return 1 if _skips_refused([res], [str(args.manifest)], args) else 0
 
@@ -118,8 +116,9 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     _refuse_wrong_kind(model, args.model, want_audio=False)
+    options = _decode_options(args, model, text=True)
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
-    for out in model.translate(sentences, beam=args.beam):
+    for out in model.translate(sentences, options=options):
         print(out, flush=True)
     return 0
 
@@ -290,23 +289,35 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decode_options(args: argparse.Namespace, model, **defaults):
+def _decode_options(args: argparse.Namespace, model, text: bool = False, **defaults):
     """The DecodeOptions a command's flags ask for: the model's recommended decoding (plain greedy with
     --decoding plain, or when a flag describes the search: see decoding.choose_options), then every flag that was
-    given. The LM and vocabulary files are read here, so that a bad one is a usage error before any work."""
+    given. The LM and vocabulary files are read here, so that a bad one is a usage error before any work.
+
+    ``text``: a translation model, which decodes in fp32 with the attention decoder alone: --precision is not
+    applied (the accelerated bf16/int8 paths are measured on speech only) and the speech-only flags (CTC weight,
+    LM, vocabulary), where the command has them, are refused by name."""
     from .decoding import DecodeOptions, choose_options, read_vocabulary, vocabulary_constraint
 
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 - `translate` has only the search flags
+    if text:
+        given = [f"--{n.replace('_', '-')}" for n in ("ctc_weight", "lm", "lm_weight", "vocabulary", "vocabulary_mode")
+                 if flag(n) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: for speech models only; a text model takes --beam, --length-norm, "
+                             "--alpha and --length-bonus")
     base = model.recommended_decoding if args.decoding == "recommended" else DecodeOptions()
     try:
-        vocabulary = read_vocabulary(args.vocabulary) if args.vocabulary else None
+        vocabulary = read_vocabulary(args.vocabulary) if flag("vocabulary") else None
         if vocabulary is not None:  # every entry must be spellable by this model: say which line is not
             vocabulary_constraint(model.tokenizer, vocabulary, args.vocabulary_mode or base.vocabulary_mode,
                                   source=str(args.vocabulary))
+        lm = flag("lm")
         options = choose_options(base.replace(**defaults), **defaults,
-            beam=args.beam, ctc_weight=args.ctc_weight, lm=str(args.lm) if args.lm else None,
-            lm_weight=args.lm_weight if args.lm_weight is not None or not args.lm else DEFAULT_LM_WEIGHT,
-            length_bonus=args.length_bonus, length_norm=args.length_norm, vocabulary=vocabulary,
-            vocabulary_mode=args.vocabulary_mode, precision=args.precision)
+            beam=args.beam, ctc_weight=flag("ctc_weight"), lm=str(lm) if lm else None,
+            lm_weight=flag("lm_weight") if flag("lm_weight") is not None or not lm else DEFAULT_LM_WEIGHT,
+            length_bonus=args.length_bonus, length_norm=args.length_norm, alpha=args.alpha, vocabulary=vocabulary,
+            vocabulary_mode=flag("vocabulary_mode"), precision=None if text else flag("precision"))
         if options.ctc_weight > 0 and getattr(model.seq2seq, "ctc", None) is None:
             raise ValueError("--ctc-weight needs a model trained with a CTC head; this one has none")
         model.language_model(options)
@@ -319,21 +330,28 @@ def _decode_options(args: argparse.Namespace, model, **defaults):
 DEFAULT_LM_WEIGHT = 0.3
 
 
-def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding (default: the model's recommended decoding; giving any of --beam, "
-                             "--ctc-weight, --lm, --lm-weight, --length-bonus, --length-norm decodes with those and "
-                             "plain defaults instead)")
+def _add_decoding_flags(p: argparse.ArgumentParser, text: bool = False) -> None:
+    """The decoding flags; ``text``: only those of a translation model's search (beam and length options)."""
+    speech = "" if text else "--ctc-weight, --lm, --lm-weight, "
+    g = p.add_argument_group(f"decoding (default: the model's recommended decoding; giving any of --beam, {speech}"
+                             "--length-bonus, --length-norm, --alpha decodes with those and plain defaults instead)")
     g.add_argument("--decoding", choices=("recommended", "plain"), default="recommended",
                    help="the decoding recorded in the model file (default), or plain greedy attention decoding")
-    g.add_argument("--beam", type=positive_int, help="hypotheses kept per utterance (1: greedy)")
+    g.add_argument("--beam", type=positive_int, help=f"hypotheses kept per {'sentence' if text else 'utterance'} "
+                                                     "(1: greedy)")
+    g.add_argument("--length-bonus", type=finite_float, metavar="G", help="added to a hypothesis's score per token")
+    g.add_argument("--length-norm", choices=("none", "length", "gnmt"),
+                   help="normalisation of finished hypotheses' scores (beam > 1): none, length (score / n^alpha) "
+                        "or gnmt (score / ((5 + n) / 6)^alpha)")
+    g.add_argument("--alpha", type=non_negative_float, metavar="A",
+                   help="exponent of --length-norm (default 1; GNMT suggests 0.6-1.0)")
+    if text:
+        return
     g.add_argument("--ctc-weight", type=unit_interval, metavar="W",
                    help="weight of the CTC head's prefix score (0: attention only, 1: CTC only)")
     g.add_argument("--lm", type=model_file, metavar="FILE",
                    help=f"language model file from `asr-s2s train-lm` (weight {DEFAULT_LM_WEIGHT} unless --lm-weight)")
     g.add_argument("--lm-weight", type=non_negative_float, metavar="W", help="weight of the language model")
-    g.add_argument("--length-bonus", type=finite_float, metavar="G", help="added to a hypothesis's score per token")
-    g.add_argument("--length-norm", choices=("none", "length", "gnmt"),
-                   help="normalisation of finished hypotheses' scores")
     g.add_argument("--vocabulary", type=text_file, metavar="FILE",
                    help="only output these phrases (one per line; with --vocabulary-mode words, any sequence of "
                         "these words)")
@@ -391,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=output_dir, help="write per-utterance TSV, alignments and attention plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="fp32",
-                   help="speech models: fp32 (default, the same scores on every machine), bf16, int8, or auto "
+                   help="speech models (text models decode in fp32): fp32 (default, the same scores on every machine), bf16, int8, or auto "
                         "(what `transcribe` uses by default: bf16 where the CPU has native bf16)")
     _add_decoding_flags(p)
     _add_skip_options(p)
@@ -407,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="extend", nargs="+", default=[], type=key_value, metavar="KEY=VALUE",
                    help="override config values")
     p.add_argument("--beam", type=positive_int,
-                   help="evaluate with this beam (default: the tuned decoding for models with a CTC head, else 1)")
+                   help="evaluate with this beam (default: the decoding tuned on dev: speech models with a CTC "
+                        "head and text models; else 1)")
     p.add_argument("--lm-text", nargs="+", type=text_file, default=[], metavar="FILE",
                    help="more text for the recipe's language model (one sentence per line), beside the transcripts")
     p.add_argument("--seed-experiment", action="store_true",
@@ -418,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate sentences (arguments, or one per line on stdin)")
     p.add_argument("model", type=model_file)
     p.add_argument("sentences", nargs="*")
-    p.add_argument("--beam", type=positive_int, default=1)
+    _add_decoding_flags(p, text=True)
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("transcribe", help="transcribe audio files, folders (recursive) or globs")
