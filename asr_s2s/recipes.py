@@ -162,6 +162,10 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
     options = None
     if not r.text and not cut_short and r.tune_decoding:
         options = decoding_stages(name, out, model_path, splits, quick=quick, lm_text=lm_text)
+    # Text recipes: beam x length normalisation tuned on dev (out/tuning.md, recorded in model.pt). Unlike the
+    # speech stages this runs on a cut-short model too: it costs a minute, and its results carry the flag anyway.
+    if r.text and r.tune_decoding:
+        options = text_decoding_stage(name, out, model_path, splits, max_pairs=cfg.data.max_dev)
     if options is not None and beam is not None:
         options = options.replace(beam=beam)
 
@@ -233,6 +237,34 @@ def decoding_stages(name: str, out: Path, model_path: Path, splits: dict, quick:
     return best
 
 
+def text_decoding_stage(name: str, out: Path, model_path: Path, splits: dict, max_pairs: int | None = None):
+    """Tune a translation model's decoding (beam x length normalisation, asr_s2s.tune.tune_translation) on the
+    first `max_pairs` dev pairs (all when None: the recipes pass data.max_dev, the dev subset training scores),
+    write out/tuning.md and record the best in model.pt. Skipped when model.pt carries a recommended decoding.
+    -> the DecodeOptions to evaluate with."""
+    from .manifest import read_tsv_pairs
+    from .model import load_model
+    from .tune import tune_translation
+
+    model = load_model(model_path)
+    if getattr(model, "_recommended", None):
+        print(f"[{name}] {model_path} carries its tuned decoding: skipping tuning", flush=True)
+        return model.recommended_decoding
+    pairs, _ = read_tsv_pairs(splits["dev"], on_error="skip")
+    pairs = pairs[:max_pairs] if max_pairs else pairs
+    if not pairs:  # nothing to tune on: greedy, and the evaluation stage says what is wrong with the file
+        return None
+    print(f"[{name}] tuning the decoding on dev ({len(pairs)} sentence pairs)", flush=True)
+    res = tune_translation(model, pairs, log=lambda line: print(f"[{name}] {line}", flush=True))
+    (out / "tuning.md").write_text(f"# Decoding tuned on the first {len(pairs)} pairs of {splits['dev']}\n\n"
+                                   f"{res.table()}\nbest: {json.dumps(res.best.to_dict())}\n", encoding="utf-8")
+    model.set_recommended_decoding(res.best)
+    model.save(model_path, meta=model.meta)
+    print(f"[{name}] recommended decoding (dev BLEU {res.bleu:.2f}, chrF {res.chrf:.2f}): "
+          f"{json.dumps(res.best.to_dict())}", flush=True)
+    return res.best
+
+
 def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool = False) -> None:
     """Prepare the recipe's corpus (or corpora, concatenated into one set of manifests)."""
     from .corpora import prepare_corpus
@@ -278,11 +310,13 @@ def _finished(last: Path) -> bool:
     return bool(load_checkpoint(last)["state"].get("done"))
 
 
-def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False, beam: int = 1,
-                   precision: str = "fp32", options=None, model=None) -> dict:
+def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, text: bool = False,
+                   beam: int | None = None, precision: str = "fp32", options=None, model=None) -> dict:
     """Score one split with the model in `model_path` (or `model`, already loaded from it); the dict is what
-    ``asr-s2s evaluate --json`` prints. ``precision`` and ``options`` (a DecodeOptions, replacing ``beam`` and
-    ``precision``) apply to speech models (see evaluate_entries).
+    ``asr-s2s evaluate --json`` prints. ``options`` (a DecodeOptions) replaces ``beam`` and ``precision``.
+    Speech models: without options, ``beam`` (default 1) and ``precision`` (see evaluate_entries). Text models:
+    without options, the model's recommended decoding, or plain defaults with ``beam`` when it is given (see
+    ASRModel.translate).
 
     Only what was measured is reported: a file with no valid line raises EvaluationError (naming the file and
     the likely mistake), every skipped line is counted per cause (``skipped``, ``skipped_by_cause``,
@@ -304,7 +338,7 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
         pairs, report = read_tsv_pairs(manifest, on_error="skip")
         if not pairs:
             raise nothing_to_score(report, text=True)
-        res = evaluate_pairs(model, pairs, beam=beam)
+        res = evaluate_pairs(model, pairs, beam=None if options is not None else beam, options=options)
         if report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
             with open(report_dir / "translations.tsv", "w", encoding="utf-8") as f:
@@ -318,7 +352,7 @@ def evaluate_split(model_path: Path, manifest: Path, report_dir: Path | None, te
     entries, report = read_manifest(manifest, on_error="skip")
     if not entries:
         raise nothing_to_score(report)
-    result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam,
+    result = evaluate_entries(model, [e.to_dict() if hasattr(e, "to_dict") else e for e in entries], beam=beam or 1,
                               keep_attention=4 if report_dir else 0, precision=precision, options=options)
     if not result.num_utterances:
         causes = ", ".join(f"{c}: {n}" for c, n in sorted(result.skipped_by_cause.items()))
