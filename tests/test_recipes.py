@@ -57,6 +57,13 @@ def test_translation_quick(tmp_path: Path) -> None:
     lines = json_lines(r.stdout)
     assert [x["split"] for x in lines] == ["dev", "test"]
     assert all(0.0 <= x["bleu"] <= 100.0 and 0.0 <= x["chrf"] <= 100.0 and x["num_sentences"] > 100 for x in lines)
+    # The tuning stage: beam x length normalisation on the first data.max_dev (50) dev pairs, recorded in model.pt
+    # and used for both splits.
+    assert "first 50 pairs" in (out / "tuning.md").read_text()
+    from asr_s2s.model import load_model
+
+    chosen = load_model(out / "model.pt").recommended_decoding
+    assert all(x["decoding"]["beam"] == chosen.beam and x["decoding"]["length_norm"] == chosen.length_norm for x in lines)
     t = subprocess.run([sys.executable, "-m", "asr_s2s.cli", "translate", str(out / "model.pt"), "안녕.", "고마워요."],
                        capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO)
     assert t.returncode == 0, t.stderr[-2000:]
@@ -115,4 +122,10 @@ def test_tatoeba_eng_fra_seed_experiment_quick(tmp_path: Path) -> None:
     assert res["sources"] < res["pairs"]  # grouped by source: several references for some
     assert [b["label"] for b in res["summary"]["bins"]][-1] == "all"
     assert (exp / "lstm_none" / "tokenizer.pt").read_bytes() == (exp / "lstm_additive" / "tokenizer.pt").read_bytes()
-    assert (out / "model.pt").read_bytes() == (exp / "lstm_additive" / "model.pt").read_bytes()
+    # The same weights; the recipe's copy also carries the decoding its tuning stage chose.
+    from asr_s2s.checkpoint import load_checkpoint
+
+    recipe_model, run = load_checkpoint(out / "model.pt"), load_checkpoint(exp / "lstm_additive" / "model.pt")
+    assert recipe_model["model"].keys() == run["model"].keys()
+    assert all(recipe_model["model"][k].equal(run["model"][k]) for k in run["model"])
+    assert recipe_model["decoding"] is not None and (out / "tuning.md").exists()
