@@ -48,6 +48,10 @@ class DataConfig:
     min_duration: float = 0.05
     max_duration: float = 30.0
     max_dev: Optional[int] = None  # cap dev utterances evaluated each epoch
+    # Translation training: subword regularisation. Each training pair is re-segmented every epoch, drawn from its
+    # subword_nbest best unigram segmentations with P ∝ P(seg)^subword_alpha (both sides; 0: off, always the best).
+    subword_alpha: float = 0.0
+    subword_nbest: int = 16
 
 
 @dataclass
@@ -172,13 +176,13 @@ _RULES: dict[str, tuple[str, Any]] = {
         "data.cmvn_utterances", "features.sample_rate", "features.n_mels", "model.encoder.input_dim",
         "model.encoder.hidden", "model.encoder.layers", "model.encoder.conv_channels", "model.decoder.embed_dim",
         "model.decoder.hidden", "model.decoder.layers", "model.decoder.attention_dim", "model.decoder.location_channels",
-        "model.decoder.location_kernel")},
+        "model.decoder.location_kernel", "data.subword_nbest")},
     **{k: ("int", 0) for k in (
         "checkpoint_every", "keep_epochs", "average_last", "early_stop_patience", "teacher_forcing_steps", "seed",
         "data.num_workers", "data.freq_masks", "data.freq_width", "data.time_masks", "optim.warmup_steps")},
     **{k: ("int?", 1) for k in ("max_steps", "threads", "data.max_dev")},
     **{k: ("float>", 0.0) for k in ("optim.lr", "optim.eps", "data.max_duration", "features.win_ms", "features.hop_ms")},
-    **{k: ("float>=", 0.0) for k in ("optim.weight_decay", "optim.grad_clip", "data.min_duration")},
+    **{k: ("float>=", 0.0) for k in ("optim.weight_decay", "optim.grad_clip", "data.min_duration", "data.subword_alpha")},
     "max_minutes": ("float?>", 0.0),
     **{k: ("unit", None) for k in ("teacher_forcing", "teacher_forcing_final", "data.time_width", "optim.min_lr_ratio")},
     **{k: ("unit)", None) for k in ("model.encoder.dropout", "model.decoder.dropout", "model.label_smoothing")},

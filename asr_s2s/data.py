@@ -357,16 +357,33 @@ def collate_audio(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any] | No
 
 # ------------------------------------------------------------------------------------------------- text dataset
 class TextPairDataset(Dataset):
-    """``[(source, target)]`` -> ``{"id", "src" (S,) long, "tokens" (U,) long}`` (no ``<sos>``/``<eos>``)."""
+    """``[(source, target)]`` -> ``{"id", "src" (S,) long, "tokens" (U,) long}`` (no ``<sos>``/``<eos>``).
 
-    def __init__(self, pairs: Sequence[tuple[str, str]], src_tokenizer: Any, tgt_tokenizer: Any, ids: Sequence[str] | None = None):
+    With ``subword_alpha`` > 0 (subword regularisation; sentencepiece unigram tokenizers), each side is one of its
+    ``subword_nbest`` best segmentations, drawn from a generator keyed by ``(seed, epoch, index)``: call
+    :meth:`set_epoch` before each epoch. The draw is then the same in any worker, order or resumed run.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], src_tokenizer: Any, tgt_tokenizer: Any, ids: Sequence[str] | None = None,
+                 subword_alpha: float = 0.0, subword_nbest: int = 16, seed: int = 0):
         self.pairs = list(pairs)
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(self.pairs))]
         if len(self.ids) != len(self.pairs):
             raise ValueError("ids and pairs differ in length")
+        if subword_alpha > 0:
+            for side, tok in (("source", src_tokenizer), ("target", tgt_tokenizer)):
+                if getattr(tok, "model_type", None) != "unigram":
+                    raise ValueError(f"subword regularisation needs sentencepiece unigram tokenizers; the {side} side's is "
+                                     f"{getattr(tok, 'model_type', type(tok).__name__)}")
+        self.subword_alpha, self.subword_nbest, self.seed = float(subword_alpha), int(subword_nbest), int(seed)
+        self.epoch = 0
         self._lengths: list[int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose segmentations ``__getitem__`` draws (subword regularisation)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -382,10 +399,16 @@ class TextPairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         src, tgt = self.pairs[index]
+        if self.subword_alpha > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            src_ids = self.src_tokenizer.sample_encode(src, self.subword_alpha, self.subword_nbest, rng)
+            tgt_ids = self.tgt_tokenizer.sample_encode(tgt, self.subword_alpha, self.subword_nbest, rng)
+        else:
+            src_ids, tgt_ids = self.src_tokenizer.encode(src), self.tgt_tokenizer.encode(tgt)
         return {
             "id": self.ids[index],
-            "src": torch.tensor(self.src_tokenizer.encode(src), dtype=torch.long),
-            "tokens": torch.tensor(self.tgt_tokenizer.encode(tgt), dtype=torch.long),
+            "src": torch.tensor(src_ids, dtype=torch.long),
+            "tokens": torch.tensor(tgt_ids, dtype=torch.long),
         }
 
 

@@ -171,7 +171,11 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
     if d.dev:
         dev_pairs, _ = read_tsv_pairs(d.dev, on_error="skip")
         dev_pairs = dev_pairs[: d.max_dev] if d.max_dev else dev_pairs
-    train_set = TextPairDataset(pairs, src_tok, tok)
+    try:
+        train_set = TextPairDataset(pairs, src_tok, tok, subword_alpha=d.subword_alpha, subword_nbest=d.subword_nbest,
+                                    seed=cfg.seed)
+    except ValueError as e:
+        raise ValueError(f"config data.subword_alpha: {e}") from None
     sampler = LengthBucketSampler(train_set.lengths, d.max_frames, shuffle=True, seed=cfg.seed)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.input = "text"

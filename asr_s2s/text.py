@@ -335,6 +335,33 @@ class SentencePieceTokenizer(Tokenizer):
         _check_str(text)
         return list(self.sp.encode(self.normalize(text)))
 
+    def sample_encode(self, text: str, alpha: float, nbest: int, rng: "np.random.Generator") -> list[int]:
+        """One segmentation of ``text`` drawn from its ``nbest`` most likely ones with probability proportional to
+        P(segmentation)^alpha: the l-best sampling of subword regularisation (Kudo, 2018). The draw comes from
+        ``rng``, not sentencepiece's own generator, so it is a function of whoever seeds ``rng``. A BPE model has
+        one segmentation, which is returned."""
+        import numpy as np
+
+        _check_str(text)
+        norm = self.normalize(text)
+        cands = [list(c) for c in self.sp.nbest_encode_as_ids(norm, int(nbest))] if self.model_type == "unigram" else []
+        if len(cands) <= 1:
+            return cands[0] if cands else list(self.sp.encode(norm))
+        logp = np.array([sum(self.sp.get_score(i) for i in c) for c in cands], dtype=np.float64) * float(alpha)
+        p = np.exp(logp - logp.max())
+        return cands[int(rng.choice(len(cands), p=p / p.sum()))]
+
+    @property
+    def model_type(self) -> str:
+        """``unigram`` or ``bpe``, from the model itself."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        if not hasattr(self, "_model_type"):
+            m = pb.ModelProto()
+            m.ParseFromString(self._proto)
+            self._model_type = pb.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower()
+        return self._model_type
+
     def _decode_clean(self, ids: list[int]) -> str:
         return self.sp.decode(ids)
 
