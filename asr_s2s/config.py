@@ -85,7 +85,10 @@ class TrainConfig:
     teacher_forcing_steps: int = 0
     checkpoint_every: int = 200  # steps
     keep_epochs: int = 5  # epoch snapshots kept for averaging
-    average_last: int = 0  # average the weights of the last N epoch snapshots at the end (0: off)
+    average_last: int = 0  # average the weights of the last N snapshots at the end (0: off)
+    # Snapshot every N updates ("step-NNNNNNN.pt") instead of every epoch: a run of a few long epochs can then
+    # average its last updates rather than weights whole epochs apart (0: epoch snapshots).
+    snapshot_every: int = 0
     early_stop_patience: int = 0  # epochs without dev improvement before stopping (0: off)
     eval_beam: int = 1
     log_every: int = 20
@@ -178,7 +181,7 @@ _RULES: dict[str, tuple[str, Any]] = {
         "model.decoder.hidden", "model.decoder.layers", "model.decoder.attention_dim", "model.decoder.location_channels",
         "model.decoder.location_kernel", "data.subword_nbest")},
     **{k: ("int", 0) for k in (
-        "checkpoint_every", "keep_epochs", "average_last", "early_stop_patience", "teacher_forcing_steps", "seed",
+        "checkpoint_every", "keep_epochs", "average_last", "snapshot_every", "early_stop_patience", "teacher_forcing_steps", "seed",
         "data.num_workers", "data.freq_masks", "data.freq_width", "data.time_masks", "optim.warmup_steps")},
     **{k: ("int?", 1) for k in ("max_steps", "threads", "data.max_dev")},
     **{k: ("float>", 0.0) for k in ("optim.lr", "optim.eps", "data.max_duration", "features.win_ms", "features.hop_ms")},

@@ -270,6 +270,9 @@ def train_one_epoch(run: Run, epoch: int) -> None:
             run.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", aps=f"{rate:.0f}")
             t_last, audio_last, loss_acc, n_acc = now, s.audio_seconds, 0.0, 0
+        if loss is not None and cfg.average_last > 0 and cfg.snapshot_every and s.step % cfg.snapshot_every == 0 \
+                and run.dist.is_main:
+            save_snapshot(run.ckpt_dir, s.step, run.model, keep=max(cfg.keep_epochs, cfg.average_last), kind="step")
         if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0 and loss is not None:
             save_state(run)
         if out_of_budget(run):
@@ -403,7 +406,7 @@ def end_epoch(run: Run) -> None:
                 print(f"epoch {epoch}: dev {metric} {res[metric]:.4f} (best {s.best:.4f} @ {s.best_epoch}), "
                       f"step {s.step}, {s.train_seconds:.0f}s", flush=True)
             stop = bool(cfg.early_stop_patience and s.bad_epochs >= cfg.early_stop_patience)
-        if cfg.average_last > 0:
+        if cfg.average_last > 0 and not cfg.snapshot_every:
             save_snapshot(run.ckpt_dir, epoch, run.model, keep=max(cfg.keep_epochs, cfg.average_last))
         run.log.plot(every_s=60)
     stop = distributed.from_main(stop, run.dist)
@@ -428,7 +431,8 @@ def finish(run: Run) -> Path:
         distributed.barrier(run.dist)
         return final
     s = run.state
-    snaps = last_snapshots(run.ckpt_dir, run.cfg.average_last) if run.cfg.average_last > 0 else []
+    kind = "step" if run.cfg.snapshot_every else "epoch"
+    snaps = last_snapshots(run.ckpt_dir, run.cfg.average_last, kind) if run.cfg.average_last > 0 else []
     if len(snaps) > 1:
         run.model.seq2seq.load_state_dict(average_checkpoints(snaps))
         res = evaluate(run)

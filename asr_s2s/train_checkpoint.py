@@ -106,16 +106,19 @@ def remove_stale_temps(ckpt_dir: Path) -> None:
 
 
 # ---- epoch snapshots and their average ------------------------------------------------------------
-def save_snapshot(ckpt_dir: Path, epoch: int, model: ASRModel, keep: int) -> None:
-    """``epoch-NNNN.pt`` with the model's weights; only the newest ``keep`` snapshots stay."""
+def save_snapshot(ckpt_dir: Path, number: int, model: ASRModel, keep: int, kind: str = "epoch") -> None:
+    """``epoch-NNNN.pt`` (or ``step-NNNNNNN.pt``) with the model's weights; only the newest ``keep`` of the kind stay."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt_dir / f"epoch-{epoch:04d}.pt", model.payload())
-    for old in sorted(ckpt_dir.glob("epoch-*.pt"))[:-keep]:
+    save_checkpoint(ckpt_dir / f"{kind}-{number:0{_DIGITS[kind]}d}.pt", model.payload())
+    for old in sorted(ckpt_dir.glob(f"{kind}-*.pt"))[:-keep]:
         old.unlink()
 
 
-def last_snapshots(ckpt_dir: Path, n: int) -> list[Path]:
-    return sorted(ckpt_dir.glob("epoch-*.pt"))[-n:]
+_DIGITS = {"epoch": 4, "step": 7}  # zero-padded so that names sort in training order
+
+
+def last_snapshots(ckpt_dir: Path, n: int, kind: str = "epoch") -> list[Path]:
+    return sorted(ckpt_dir.glob(f"{kind}-*.pt"))[-n:]
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:

@@ -120,3 +120,21 @@ def test_a_cap_that_fires_cuts_the_run_short_and_says_so(runs: dict) -> None:
     # The cap stops the run; it does not squeeze the schedule into the minutes it allows.
     fast = lr_log(runs["fast"])
     assert lr_log(out) == {s: fast[s] for s in range(1, 8)}
+
+
+def test_snapshots_every_n_updates_are_averaged_at_the_end(runs: dict, tmp_path: Path) -> None:
+    """``snapshot_every``: weights saved every N updates (the newest ``keep_epochs`` kept, no epoch snapshots), and
+    the model written at the end (no dev set here) is the average of the last ``average_last`` of them."""
+    from asr_s2s.train_checkpoint import average_checkpoints
+
+    out = train(config(runs["manifest"], "threads=1", "snapshot_every=2", "average_last=3", "keep_epochs=4"),
+                tmp_path / "snap", quiet=True).parent
+    steps = sorted(lr_log(out))
+    snaps = sorted(p.name for p in (out / "checkpoints").glob("*-*.pt"))
+    want = [s for s in steps if s % 2 == 0][-4:]
+    assert snaps == [f"step-{s:07d}.pt" for s in want]
+    avg = average_checkpoints(sorted((out / "checkpoints").glob("step-*.pt"))[-3:])
+    model = load_checkpoint(out / "model.pt")["model"]
+    assert all(torch.equal(model[k], avg[k]) for k in avg)
+    last = load_checkpoint(out / "checkpoints" / "last.pt")["model"]["model"]
+    assert not all(torch.equal(model[k], last[k]) for k in avg), "the average must differ from the last weights"
