@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .atomic import atomic_open
+from .back_translation import BackTranslation
 
 CONFIG_DIR = Path(__file__).resolve().parent / "recipe_configs"
 
@@ -41,6 +42,8 @@ class Recipe:
     # "text" (asr_s2s.text_length_experiment: the two decoders matched in parameters, multi-reference BLEU and
     # chrF by source length with bootstrap intervals).
     seed_experiment: str = "pair"
+    # Text recipes: more training pairs back-translated from target-language text (asr_s2s.back_translation).
+    back_translation: Optional[BackTranslation] = None
 
 
 _QUICK_DIGITS = {"train_per_length": 8, "dev_per_length": 2, "test_per_length": 3}  # 128 / 32 / 48 strings
@@ -80,6 +83,12 @@ RECIPES: dict[str, Recipe] = {
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True, seed_experiment="text",
                               quick=["epochs=1", "data.max_dev=50"],
                               description="Korean -> English translation (Tatoeba)"),
+    "tatoeba_kor_eng_bt": Recipe("tatoeba", "tatoeba_kor_eng_bt.yaml", {"direction": "kor-eng"}, text=True,
+                                 seed_experiment="text", quick=["epochs=1", "max_steps=20", "data.max_dev=50"],
+                                 back_translation=BackTranslation("tatoeba", {"direction": "eng-fra"}, side=0,
+                                                                  reverse_config="tatoeba_kor_eng.yaml"),
+                                 description="Korean -> English with the English side of Tatoeba English -> French "
+                                             "back-translated into more training pairs"),
     "tatoeba_eng_fra": Recipe("tatoeba", "tatoeba_eng_fra.yaml", {"direction": "eng-fra"}, text=True, seed_experiment="text",
                               quick=["epochs=1", "max_steps=60", "data.max_dev=50", "data.src_vocab_size=300", "data.vocab_size=300"],
                               description="English -> French translation (Tatoeba)"),
@@ -130,8 +139,14 @@ def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, ov
     else:
         print(f"[{name}] manifests exist in {man_dir}: skipping preparation", flush=True)
 
+    # Stage 1b (back-translation recipes): a reverse model, target-language text translated by it, the forward
+    # model's training pairs.
+    train_path = splits["train"]
+    if r.back_translation is not None:
+        train_path = _back_translation_stage(name, r, splits, out, data_dir, quick, overrides)
+
     # Stage 2: train (skipped when a finished model exists; an interrupted run is resumed).
-    sets = [f"data.train={splits['train'].resolve()}", f"data.dev={splits['dev'].resolve()}"]
+    sets = [f"data.train={Path(train_path).resolve()}", f"data.dev={splits['dev'].resolve()}"]
     cfg = load_config(CONFIG_DIR / r.config, sets + (r.quick if quick else []) + list(overrides))
     model_path = out / "model.pt"
     if seed_experiment and r.seed_experiment == "grid":
@@ -282,6 +297,27 @@ def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool 
         if parts:
             with atomic_open(man_dir / f"{split}{ext}", "w") as f:
                 f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts))
+
+
+# --set keys that describe the machine rather than the model: they apply to a back-translation recipe's reverse
+# model as well as to its forward one.
+_MACHINE_KEYS = ("threads", "device", "amp")
+
+
+def _back_translation_stage(name: str, r: Recipe, splits: dict, out: Path, data_dir: Path, quick: bool,
+                            overrides: list[str]) -> Path:
+    from .back_translation import back_translation_stage
+    from .config import load_config
+
+    def train_reverse(train_tsv: Path, dev_tsv: Optional[Path], run_dir: Path) -> Path:
+        sets = [f"data.train={train_tsv.resolve()}"] + ([f"data.dev={dev_tsv.resolve()}"] if dev_tsv else [])
+        machine = [o for o in overrides if o.split("=", 1)[0].strip() in _MACHINE_KEYS]
+        cfg = load_config(CONFIG_DIR / r.back_translation.reverse_config, sets + (r.quick if quick else []) + machine)
+        _train_stage(f"{name}: reverse model", cfg, run_dir, run_dir / "model.pt")
+        return run_dir / "model.pt"
+
+    return back_translation_stage(name, r.back_translation, splits, out, data_dir, train_reverse, quick=quick,
+                                  log=lambda line: print(line, flush=True))
 
 
 def _train_stage(name: str, cfg, out: Path, model_path: Path) -> None:
