@@ -32,7 +32,7 @@ class BackTranslation:
 
     corpus: str  # a corpus name for corpora.prepare_corpus (e.g. "tatoeba")
     prepare: dict  # its prepare options (e.g. {"direction": "eng-fra"})
-    side: int  # the column of its train TSV in the target language (0: source, 1: target)
+    side: int  # the column of its prepared TSVs (all splits are used) in the target language (0: source, 1: target)
     reverse_config: str  # recipe_configs/ file the reverse model trains with
     real_copies: int = 5  # the real pairs are repeated so that they are not drowned by synthetic ones
     tag: str = "◆"
