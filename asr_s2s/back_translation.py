@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .atomic import atomic_open
+from .atomic import atomic_write_lines
+from .manifest import read_tsv_pairs
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,8 @@ def monolingual_sentences(candidates: Iterable[str], exclude: Iterable[str], lim
     return kept, counts
 
 
-def _read_tsv(path: Path) -> list[list[str]]:
-    return [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _write_lines(path: Path, lines: Sequence[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as f:
-        f.write("".join(line + "\n" for line in lines))
-    return path
+def _pairs(path: Path) -> list[tuple[str, str]]:
+    return read_tsv_pairs(path, on_error="skip")[0]
 
 
 def back_translate(model_path: Path, sentences: Sequence[str], batch_size: int = 256) -> list[str]:
@@ -107,8 +101,8 @@ def back_translation_stage(name: str, bt: BackTranslation, splits: dict, out: Pa
     if combined.exists():
         log(f"[{name}] {combined} exists: skipping back-translation")
         return combined
-    real = {s: _read_tsv(Path(splits[s])) for s in ("train", "dev", "test") if Path(splits[s]).exists()}
-    reverse = {s: _write_lines(bt_dir / "reverse_data" / f"{s}.tsv", [f"{r[1]}\t{r[0]}" for r in rows])
+    real = {s: _pairs(Path(splits[s])) for s in ("train", "dev", "test") if Path(splits[s]).exists()}
+    reverse = {s: atomic_write_lines(bt_dir / "reverse_data" / f"{s}.tsv", (f"{t}\t{src}" for src, t in rows))
                for s, rows in real.items() if s in ("train", "dev")}
     reverse_model = train_reverse(reverse["train"], reverse.get("dev"), bt_dir / "reverse")
 
@@ -116,12 +110,12 @@ def back_translation_stage(name: str, bt: BackTranslation, splits: dict, out: Pa
     if not mono_path.exists():
         paths = prepare_corpus(bt.corpus, data_dir, bt_dir / "monolingual_corpus", **bt.prepare)
         candidates = [r[bt.side] for split in ("train", "dev", "test") if split in paths
-                      for r in _read_tsv(Path(paths[split])) if len(r) > bt.side]
+                      for r in _pairs(Path(paths[split]))]
         limit = 500 if quick else bt.max_sentences
         kept, counts = monolingual_sentences(candidates, [r[1] for rows in real.values() for r in rows], limit)
         log(f"[{name}] monolingual text from {bt.corpus} {bt.prepare}: {counts} (excluded: the same sentence is a "
             f"target of this recipe's train, dev or test split)")
-        _write_lines(mono_path, kept)
+        atomic_write_lines(mono_path, kept)
     mono = mono_path.read_text(encoding="utf-8").splitlines()
 
     synthetic_path = bt_dir / "synthetic.tsv"
@@ -131,11 +125,11 @@ def back_translation_stage(name: str, bt: BackTranslation, splits: dict, out: Pa
         pairs = [f"{h}\t{t}" for h, t in zip(hyps, mono) if h]
         log(f"[{name}] back-translated {len(mono)} sentences in {time.perf_counter() - t0:.0f} s "
             f"({len(mono) - len(pairs)} empty translations dropped)")
-        _write_lines(synthetic_path, pairs)
+        atomic_write_lines(synthetic_path, pairs)
     synthetic = synthetic_path.read_text(encoding="utf-8").splitlines()
 
     real_lines = [f"{r[0]}\t{r[1]}" for r in real["train"]]
-    _write_lines(combined, real_lines * bt.real_copies + [f"{bt.tag} {line}" for line in synthetic])
+    atomic_write_lines(combined, real_lines * bt.real_copies + [f"{bt.tag} {line}" for line in synthetic])
     log(f"[{name}] forward training pairs: {len(real_lines)} real x {bt.real_copies} + {len(synthetic)} synthetic "
         f"(tagged {bt.tag!r}) -> {combined}")
     return combined
