@@ -172,7 +172,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
 # Value rules checked by load_config, so that `--set epochs=-1` or `eval_beam: 0` is refused before any work,
 # naming the key, instead of failing (or silently misbehaving) minutes into a run. (kind, bound): "int" >= bound,
 # "int?" None or >= bound, "float>" > bound, "float>=" >= bound, "float?>" None or > bound, "unit" in [0, 1],
-# "unit)" in [0, 1), "(unit" in (0, 1], a tuple: one of its values.
+# "unit)" in [0, 1), "(unit" in (0, 1], "bool" true or false, a tuple: one of its values.
 _RULES: dict[str, tuple[str, Any]] = {
     **{k: ("int", 1) for k in (
         "epochs", "eval_beam", "log_every", "data.max_frames", "data.vocab_size", "data.src_vocab_size",
@@ -194,6 +194,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "data.tokenizer": (("char", "bpe", "unigram"), None),
     "data.src_tokenizer": (("char", "bpe", "unigram"), None),
     "data.cmvn": (("global", "utterance", "none"), None),
+    **{k: ("bool", None) for k in ("features.level_norm", "data.spec_augment", "data.speed_perturb")},
     "optim.optimizer": (("adam", "adamw"), None),
     "optim.schedule": (("cosine", "noam", "constant"), None),
     "amp": (("none", "bf16", "fp16"), None),
@@ -216,6 +217,8 @@ def check_values(cfg: TrainConfig) -> TrainConfig:
         v = flat.get(key)
         if isinstance(kind, tuple):
             ok, want = v in kind, "one of " + ", ".join(kind)
+        elif kind == "bool":
+            ok, want = isinstance(v, bool), "true or false"
         elif kind.startswith("int"):
             ok = (v is None and kind == "int?") or (isinstance(v, int) and not isinstance(v, bool) and v >= bound)
             want = f"an integer >= {bound}" + (" or null" if kind == "int?" else "")

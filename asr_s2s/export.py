@@ -235,6 +235,8 @@ class ExportedModel:
         frames = np.lib.stride_tricks.as_strided(x, (n, self.n_fft), (x.strides[0] * self.hop, x.strides[0]))
         spec = np.fft.rfft(frames * self.window, axis=-1)
         feats = np.log(np.maximum((spec.real ** 2 + spec.imag ** 2) @ self.mel_fb, self.log_floor))
+        if self.spec["features"].get("level_norm", False):
+            feats = self._normalize_level(feats)
         cm = self.spec.get("cmvn")
         if cm and cm["kind"] == "global":
             feats = (feats - np.asarray(cm["mean"])) / np.asarray(cm["std"])
@@ -243,6 +245,16 @@ class ExportedModel:
             if cm.get("norm_vars", True):
                 feats = feats / np.sqrt(feats.var(0) + cm.get("eps", 1e-5))
         return feats.astype(np.float32)
+
+    @staticmethod
+    def _normalize_level(feats: np.ndarray) -> np.ndarray:
+        """asr_s2s.features.normalize_level for one utterance ``(T, F)``."""
+        from .features import LEVEL_RANGE_DB, LEVEL_TOP_PERCENT
+
+        m = feats.max(-1, keepdims=True)
+        energy = (m[:, 0] + np.log(np.exp(feats - m).sum(-1))) - np.log(feats.shape[-1])
+        ref = np.sort(energy)[::-1][(len(energy) - 1) * LEVEL_TOP_PERCENT // 100]
+        return np.maximum(feats - ref, -LEVEL_RANGE_DB * np.log(10.0) / 10.0)
 
     # search
     def decode(self, wave: np.ndarray) -> tuple[list[int], float]:

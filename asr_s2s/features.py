@@ -7,6 +7,7 @@ so a frame of a short utterance sees exactly what it would see alone; padded fra
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Optional
 
@@ -30,6 +31,9 @@ class FeatureConfig:
     mel_scale: str = "slaney"  # "slaney" (librosa default) or "htk"
     mel_norm: Optional[str] = "slaney"  # area normalisation of the filters, or None
     center: bool = True
+    # Gain invariance: each utterance's log-mel is shifted so that its loud frames sit at 0 and floored
+    # LEVEL_RANGE_DB below them (normalize_level), so a quiet microphone or a hot one gives the same features.
+    level_norm: bool = False
 
     @property
     def win_length(self) -> int:
@@ -149,6 +153,8 @@ class LogMel(nn.Module):
                 out = feats
             else:
                 out[i : i + rows, : feats.shape[1]] = feats
+        if self.cfg.level_norm:
+            out = normalize_level(out, frames)
         return zero_padding(out, frames), frames
 
     CHUNK_SAMPLES = 1 << 17
@@ -165,6 +171,28 @@ class LogMel(nn.Module):
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (b, t, n_mels)
         return torch.log(torch.clamp(mel, min=cfg.log_floor))
+
+
+LEVEL_TOP_PERCENT = 5  # the reference: the frame energy 5% from the top, i.e. loud speech rather than one click
+LEVEL_RANGE_DB = 80.0  # what is kept below that level; digital silence and the log floor land on the same value
+
+
+def normalize_level(feats: torch.Tensor, lengths: torch.Tensor, top_percent: int = LEVEL_TOP_PERCENT,
+                    range_db: float = LEVEL_RANGE_DB) -> torch.Tensor:
+    """Log-mel ``(B, T, F)`` (frames past ``lengths`` ignored) -> the same shifted per utterance so that its reference
+    level is 0, clamped at ``-range_db``.
+
+    A frame's energy is the log of its mean mel power; the reference is the energy of an utterance's frame at rank
+    ``(n - 1) * top_percent // 100`` from the loudest (integer arithmetic, so every runtime picks the same frame). A gain g on the waveform adds 2 ln g to every value and to the reference, so it cancels wherever no
+    value sat at the log floor; the clamp makes the rest agree too. Global CMVN then sees every recording at one
+    level, which neither a ±6 dB gain augmentation nor the training corpora's few microphones teach a model."""
+    t = feats.shape[1]
+    energy = torch.logsumexp(feats, dim=-1) - math.log(feats.shape[-1])  # (B, T)
+    energy = energy.masked_fill(~_valid_mask(lengths, t), float("-inf"))
+    ordered = energy.sort(dim=1, descending=True).values
+    k = (lengths.clamp(min=1, max=t) - 1) * top_percent // 100  # (B,) rank of the reference frame
+    ref = ordered.gather(1, k[:, None])  # (B, 1)
+    return torch.clamp(feats - ref[..., None], min=-range_db * math.log(10.0) / 10.0)
 
 
 class UtteranceCMVN(nn.Module):

@@ -349,6 +349,8 @@ def named_cases(ws: Workspace, data_root: Path) -> list[NamedCase]:
         NamedCase("recipe: --set out of range", ["recipe", "fsdd", "--quick", "--out", str(never / "r"), "--set", "optim.lr=-1"],
                   ["config optim.lr must be a number > 0"]),
         NamedCase("bench: --set out of range", ["bench", "--quick", "--set", "data.max_frames=0"], ["config data.max_frames must be"]),
+        NamedCase("train: --set a switch to a word", ["train", str(ws.config), "--out", str(never / "t"), "--set",
+                                                       "features.level_norm=maybe"], ["config features.level_norm must be true or false"]),
         NamedCase("train: --set not KEY=VALUE", ["train", str(ws.config), "--out", str(never / "t"), "--set", "epochs"],
                   ["'epochs' is not KEY=VALUE"]),
         NamedCase("train: --out below a file", ["train", str(ws.config), "--out", str(ws.blocker / "exp")],

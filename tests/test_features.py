@@ -143,3 +143,44 @@ def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax, htk, norm):
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
     assert ours.dtype == np.float32 and ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_level_norm_makes_features_gain_invariant(waves: list[torch.Tensor]) -> None:
+    """A recording 26 dB quieter or 12 dB louder gives the same level-normalised log-mel (FSDD's quietest speaker
+    is ~20 dB below the others); without level_norm every value moves by 2 ln(gain)."""
+    cfg = FeatureConfig(sample_rate=8000, n_mels=40)
+    plain, normed = LogMel(cfg), LogMel(FeatureConfig(**{**cfg.to_dict(), "level_norm": True}))
+    rng = torch.Generator().manual_seed(0)
+    for w in waves[:4]:
+        w = w / w.abs().max() * 0.2 + 1e-3 * torch.randn(w.shape, generator=rng)  # a microphone's noise floor
+        ref = normed(w[None])[0][0]
+        for gain in (0.05, 4.0):
+            torch.testing.assert_close(normed((w * gain)[None])[0][0], ref, atol=1e-4, rtol=0)
+            assert (plain((w * gain)[None])[0][0] - plain(w[None])[0][0]).mean() == pytest.approx(2 * np.log(gain), abs=1e-3)
+        energy = torch.logsumexp(ref, -1) - np.log(ref.shape[-1])  # the loud frames sit at 0 and nothing is below the range
+        assert float(torch.quantile(energy, 0.95)) == pytest.approx(0.0, abs=0.5)
+        assert float(ref.min()) >= -80 * np.log(10) / 10 - 1e-5
+
+
+def test_level_norm_ignores_padding_and_matches_the_exported_frontend(waves: list[torch.Tensor]) -> None:
+    from asr_s2s.export import ExportedModel
+    from asr_s2s.features import normalize_level
+
+    lm = LogMel(FeatureConfig(level_norm=True))
+    x, lengths = batch(waves)
+    noisy = x + (torch.arange(x.shape[1])[None] >= lengths[:, None]) * torch.randn_like(x)  # loud garbage past the ends
+    feats, frames = lm(noisy, lengths)
+    raw, _ = LogMel()(x, lengths)
+    for i, w in enumerate(waves):
+        alone, _ = lm(w[None])
+        torch.testing.assert_close(feats[i, : frames[i]], alone[0], atol=1e-5, rtol=0)
+        assert (feats[i, frames[i]:] == 0).all()
+        numpy_side = ExportedModel._normalize_level(raw[i, : frames[i]].double().numpy())
+        np.testing.assert_allclose(numpy_side, normalize_level(raw[i : i + 1, : frames[i]], frames[i : i + 1])[0].numpy(),
+                                   atol=1e-4)
+
+
+def test_level_norm_is_off_for_configs_and_model_files_without_it() -> None:
+    """Model files written before the option existed carry no ``level_norm`` key and keep their features."""
+    d = FeatureConfig().to_dict()
+    assert d.pop("level_norm") is False and FeatureConfig.from_dict(d).level_norm is False
