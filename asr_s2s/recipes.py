@@ -52,7 +52,7 @@ RECIPES: dict[str, Recipe] = {
     "fsdd": Recipe("fsdd", "fsdd.yaml", {"split": "official"},
                    quick=["epochs=2", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
                    description="Free Spoken Digit Dataset, official split (recordings 0-4 of each speaker are test)"),
-    "fsdd_speaker": Recipe("fsdd", "fsdd.yaml", {"split": "speaker"},
+    "fsdd_speaker": Recipe("fsdd", "fsdd_speaker.yaml", {"split": "speaker"},
                            quick=["epochs=2", "data.max_dev=40"],
                            description="FSDD with held-out speakers"),
     "digit_strings": Recipe("digit_strings", "digit_strings.yaml", {"split": "official"},
