@@ -278,6 +278,28 @@ def test_bundled_default_model_needs_no_flag(fsdd_dir):
 
 
 
+def test_bundled_default_model_hears_a_quiet_microphone_as_a_loud_one(fsdd_dir):
+    """The shipped model normalises the recording's level: the same ten digits at 1/10 and at 4x the amplitude come
+    out as the same text and nearly the same score (the previous model, plain log-mel, lost 3x the words at -20 dB)."""
+    from asr_s2s import load_model
+    from asr_s2s.audio import load_audio
+    from asr_s2s.model import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no bundled default model in this checkout")
+    model = load_model()
+    assert model.features.level_norm
+    files = [fsdd_dir / f"{d}_{spk}_{i}.wav" for d, spk, i in zip(range(10), ["jackson", "theo"] * 5, [0, 0, 1, 1] * 3)]
+    waves = [load_audio(f, 8000) for f in files]
+    peak = max(float(w.abs().max()) for w in waves)
+    opts = model.recommended_decoding.replace(precision="fp32")
+    ref = model.transcribe([w.numpy() for w in waves], sample_rate=8000, options=opts, long_form=False)
+    for gain in (0.1, 0.9 / peak):  # -20 dB, and as loud as the clips allow unclipped
+        got = model.transcribe([(w * gain).numpy() for w in waves], sample_rate=8000, options=opts, long_form=False)
+        assert [t.text for t in got] == [t.text for t in ref]
+        assert np.allclose([t.score for t in got], [t.score for t in ref], atol=0.05)
+
+
 def test_bundled_default_model_reads_spelled_letters_and_numbers(an4_corpus):
     """The default model also knows AN4 (letters, numbers, command words): 16 utterances of the
     held-out dev speakers (never trained on), from their original 16 kHz SPHERE files."""
