@@ -187,12 +187,12 @@ def normalize_level(feats: torch.Tensor, lengths: torch.Tensor, top_percent: int
     value sat at the log floor; the clamp makes the rest agree too. Global CMVN then sees every recording at one
     level, which neither a ±6 dB gain augmentation nor the training corpora's few microphones teach a model."""
     t = feats.shape[1]
-    energy = torch.logsumexp(feats, dim=-1) - math.log(feats.shape[-1])  # (B, T)
+    energy = feats.exp().mean(-1).log()  # (B, T); exp is safe: mel powers of audio in [-1, 1] are far below overflow
     energy = energy.masked_fill(~_valid_mask(lengths, t), float("-inf"))
     ordered = energy.sort(dim=1, descending=True).values
     k = (lengths.clamp(min=1, max=t) - 1) * top_percent // 100  # (B,) rank of the reference frame
     ref = ordered.gather(1, k[:, None])  # (B, 1)
-    return torch.clamp(feats - ref[..., None], min=-range_db * math.log(10.0) / 10.0)
+    return (feats - ref[..., None]).clamp_(min=-range_db * math.log(10.0) / 10.0)
 
 
 class UtteranceCMVN(nn.Module):

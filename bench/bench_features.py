@@ -1,4 +1,5 @@
-"""Feature-extraction throughput: asr_s2s LogMel vs librosa (and torchaudio when installed), same batch, same run.
+"""Feature-extraction throughput: asr_s2s LogMel (also with level_norm) vs librosa (and torchaudio when installed),
+same batch, same run.
 
 Reports seconds of audio processed per wall-clock second (median and spread over repeats) and
 ratios against the peers. Usage: python bench/bench_features.py [--repeats 7] [--utts 32] [--json F]
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from asr_s2s.audio import load_audio
-from asr_s2s.features import FeatureConfig, LogMel
+from asr_s2s.features import FeatureConfig, LogMel, normalize_level
 
 
 def real_audio(n: int) -> list[torch.Tensor]:
@@ -52,10 +53,15 @@ def main() -> None:
     lengths = torch.tensor([len(w) for w in waves])
     batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     lm = LogMel(cfg)
+    leveled = LogMel(FeatureConfig(level_norm=True))
 
     def ours() -> None:
         with torch.inference_mode():
             lm(batch, lengths)
+
+    def ours_leveled() -> None:
+        with torch.inference_mode():
+            leveled(batch, lengths)
 
     def ours_single() -> None:
         with torch.inference_mode():
@@ -70,7 +76,8 @@ def main() -> None:
                                                win_length=cfg.win_length, n_mels=cfg.n_mels, power=2.0)
             np.log(np.maximum(m, cfg.log_floor))
 
-    runs = {"asr_s2s (batched)": ours, "asr_s2s (one by one)": ours_single, "librosa": librosa_fn}
+    runs = {"asr_s2s (batched)": ours, "asr_s2s (one by one)": ours_single,
+            "asr_s2s level_norm": ours_leveled, "librosa": librosa_fn}
     try:
         import torchaudio
 
@@ -96,8 +103,16 @@ def main() -> None:
     print(f"{'extractor':24s} {'audio-s/s (median)':>20s} {'spread':>22s} {'asr_s2s / this':>15s}")
     for name, r in results.items():
         print(f"{name:24s} {r['median_audio_s_per_s']:20.0f} {r['min']:10.0f}..{r['max']:<10.0f} {base / r['median_audio_s_per_s']:15.2f}")
+    # The level normalisation's own cost, timed alone on the batch's features: on a shared machine the two full
+    # extractor rows above differ by more than this step costs.
+    with torch.inference_mode():
+        feats, frames = lm(batch, lengths)
+        step = statistics.median(timed(lambda: normalize_level(feats, frames), args.repeats))
+        full = statistics.median(timed(ours, args.repeats))
+    print(f"level_norm step alone: {1000 * step:.2f} ms = {step / full:.3f} of the batched log-mel ({1000 * full:.1f} ms)")
     if args.json:
-        args.json.write_text(json.dumps({"audio_seconds": audio_s, "threads": torch.get_num_threads(), "results": results}, indent=2))
+        args.json.write_text(json.dumps({"audio_seconds": audio_s, "threads": torch.get_num_threads(), "results": results,
+                                         "level_norm_share": step / full}, indent=2))
 
 
 if __name__ == "__main__":
