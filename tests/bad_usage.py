@@ -266,8 +266,8 @@ def judge(name: str, entry: str, argv: list[str], outcome: Outcome, expect_statu
 def tokens_for(action: argparse.Action, value: str) -> list[str]:
     """What the error line may name to say which argument is at fault."""
     names = list(action.option_strings) + [f"argument {action.metavar or action.dest}"]
-    if not action.option_strings:
-        names.append(action.dest)
+    if not action.option_strings:  # a value starting with "-" reads as an option: "arguments are required: NAME"
+        names += [action.dest] + ([action.metavar] if action.metavar else [])
     return names + ([value] if len(value.strip()) >= 4 else [])
 
 
