@@ -183,8 +183,9 @@ def normalize_level(feats: torch.Tensor, lengths: torch.Tensor, top_percent: int
     level is 0, clamped at ``-range_db``.
 
     A frame's energy is the log of its mean mel power; the reference is the energy of an utterance's frame at rank
-    ``(n - 1) * top_percent // 100`` from the loudest (integer arithmetic, so every runtime picks the same frame). A gain g on the waveform adds 2 ln g to every value and to the reference, so it cancels wherever no
-    value sat at the log floor; the clamp makes the rest agree too. Global CMVN then sees every recording at one
+    ``(n - 1) * top_percent // 100`` from the loudest (integer arithmetic, so every runtime picks the same frame).
+    A gain g on the waveform adds 2 ln g to every value and to the reference, so it cancels wherever no value sat at
+    the log floor; the clamp makes the rest agree too. Global CMVN then sees every recording at one
     level, which neither a ±6 dB gain augmentation nor the training corpora's few microphones teach a model."""
     t = feats.shape[1]
     energy = feats.exp().mean(-1).log()  # (B, T); exp is safe: mel powers of audio in [-1, 1] are far below overflow
