@@ -44,6 +44,10 @@ class Recipe:
     seed_experiment: str = "pair"
     # Text recipes: more training pairs back-translated from target-language text (asr_s2s.back_translation).
     back_translation: Optional[BackTranslation] = None
+    # Joined corpora: how many times a corpus's training manifest enters the joint train set (default 1). The copies
+    # carry Kaldi-style id prefixes ("rep2-<id>") and each draws its own augmentation, so a corpus that is a small
+    # share of the updates (AN4's sentences beside thousands of one-word clips) gets more of them.
+    train_repeat: dict = field(default_factory=dict)
 
 
 _QUICK_DIGITS = {"train_per_length": 8, "dev_per_length": 2, "test_per_length": 3}  # 128 / 32 / 48 strings
@@ -293,10 +297,24 @@ def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool 
         for c in corpora:
             paths = prepare_corpus(c, data_dir, man_dir / c, **r.prepare.get(c, {}))
             if split in paths and Path(paths[split]).exists():
-                parts.append(Path(paths[split]).read_text(encoding="utf-8"))
+                text = Path(paths[split]).read_text(encoding="utf-8")
+                parts.append(text)
+                if split == "train":
+                    parts += [_prefixed_ids(text, f"rep{k}-") for k in range(2, r.train_repeat.get(c, 1) + 1)]
         if parts:
             with atomic_open(man_dir / f"{split}{ext}", "w") as f:
                 f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts))
+
+
+def _prefixed_ids(manifest_text: str, prefix: str) -> str:
+    """A JSON-lines manifest's entries with ``prefix`` before each id (entries without an id get one from the path)."""
+    lines = []
+    for line in manifest_text.splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entry["id"] = prefix + str(entry.get("id") or Path(entry["audio_filepath"]).stem)
+            lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    return "".join(lines)
 
 
 # --set keys that describe the machine rather than the model: they apply to a back-translation recipe's reverse
