@@ -144,3 +144,33 @@ def test_every_recipe_config_loads_and_the_speaker_split_differs_only_where_it_s
     for key in ("model", "optim", "epochs", "seed"):
         assert speaker[key] == official[key]
     assert cfgs["default"]["features"]["level_norm"] is True
+
+
+def test_a_repeated_corpus_enters_the_joint_train_set_that_many_times_under_new_ids(tmp_path: Path) -> None:
+    """train_repeat copies one corpus's training lines into the joint train set with "repK-" id prefixes, so
+    the manifest reader keeps every copy (a repeated id would be skipped as a duplicate); its own manifests and
+    the dev and test sets are unchanged."""
+    from asr_s2s.manifest import read_manifest
+    from asr_s2s.recipes import Recipe, prepare_all
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for corpus in ("an4", "fsdd"):  # the real clips shipped in tests/data, in each corpus's layout
+        (data / corpus).symlink_to(REPO / "tests" / "data" / corpus, target_is_directory=True)
+    once, thrice = tmp_path / "once", tmp_path / "thrice"
+    prepare_all(Recipe("an4+fsdd", "default.yaml"), data, once, ".jsonl")
+    prepare_all(Recipe("an4+fsdd", "default.yaml", train_repeat={"an4": 3}), data, thrice, ".jsonl")
+
+    def entries(manifest: Path) -> list:  # read_manifest raises on a repeated id
+        return read_manifest(manifest)[0]
+
+    an4 = [e.id for e in entries(once / "an4" / "train.jsonl")]
+    assert an4 and [e.id for e in entries(thrice / "an4" / "train.jsonl")] == an4
+    joint_once, joint = entries(once / "train.jsonl"), entries(thrice / "train.jsonl")
+    fsdd_train = [e.id for e in joint_once if e.id not in an4]
+    assert [e.id for e in joint] == an4 + [f"rep{k}-{i}" for k in (2, 3) for i in an4] + fsdd_train
+    by_id = {e.id: e for e in joint}
+    for i in an4:
+        assert by_id[f"rep3-{i}"].text == by_id[i].text and by_id[f"rep3-{i}"].audio_filepath == by_id[i].audio_filepath
+    for split in ("dev", "test"):  # the shipped FSDD clips are test recordings
+        assert (thrice / f"{split}.jsonl").read_text() == (once / f"{split}.jsonl").read_text()
