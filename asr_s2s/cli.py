@@ -101,7 +101,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     from .recipes import run_recipe
 
     results = run_recipe(args.name, args.data_dir, args.out, quick=args.quick, overrides=args.set, beam=args.beam,
-                         seed_experiment=args.seed_experiment, lm_text=args.lm_text)
+                         seed_experiment=args.seed_experiment, lm_text=args.lm_text, train_repeat=args.train_repeat)
     return 1 if _skips_refused(results, [f"{args.name} {x['split']}" for x in results], args) else 0
 
 
@@ -429,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "head and text models; else 1)")
     p.add_argument("--lm-text", nargs="+", type=text_file, default=[], metavar="FILE",
                    help="more text for the recipe's language model (one sentence per line), beside the transcripts")
+    p.add_argument("--train-repeat", action="extend", nargs="+", default=[], type=key_value, metavar="CORPUS=K",
+                   help="recipes that join corpora: put CORPUS's training manifest K times into the joint train set "
+                        "(copies under rep2-, rep3- ids); applies when the manifests are prepared, i.e. to a new --out")
     p.add_argument("--seed-experiment", action="store_true",
                    help="also train the pure context-vector model (attention: none) and plot both by input length")
     _add_skip_options(p)

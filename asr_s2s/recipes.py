@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -101,8 +101,10 @@ RECIPES: dict[str, Recipe] = {
 
 def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] = None, quick: bool = False,
                overrides: list[str] = (), beam: int | None = None, seed_experiment: bool = False,
-               lm_text: Sequence[Path] = ()) -> list[dict]:
-    """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split."""
+               lm_text: Sequence[Path] = (), train_repeat: Sequence[str] = ()) -> list[dict]:
+    """Run every stage of recipe ``name``; returns (and prints) one result dict per evaluated split.
+
+    ``train_repeat``: ``CORPUS=K`` items that override the recipe's ``train_repeat`` (joined corpora only)."""
     from .config import load_config
     from .corpora import default_data_dir
     from .lock import acquire, release
@@ -115,6 +117,8 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
         load_config(CONFIG_DIR / r.config, (r.quick if quick else []) + list(overrides))
     except ValueError as exc:
         raise UsageError(f"recipe {name}: {exc}") from None
+    if train_repeat:
+        r = replace(r, train_repeat={**r.train_repeat, **_repeat_counts(name, r, train_repeat)})
     data_dir = Path(data_dir or default_data_dir())
     out = Path(out or Path("exp") / (name + ("_quick" if quick else "")))
     # Every stage writes into `out` (manifests, training, reports): the folder is this run's until it ends.
@@ -126,6 +130,27 @@ def run_recipe(name: str, data_dir: Optional[Path] = None, out: Optional[Path] =
         return _run_stages(name, r, data_dir, out, quick, list(overrides), beam, seed_experiment, lm_text)
     finally:
         release(out)
+
+
+def _repeat_counts(name: str, r: Recipe, items: Sequence[str]) -> dict[str, int]:
+    """``["an4=3"]`` -> ``{"an4": 3}``, refusing corpora the recipe does not join and counts below 1."""
+    from .usage import UsageError, split_key_values
+
+    corpora = r.corpus.split("+")
+    if len(corpora) == 1:
+        raise UsageError(f"recipe {name}: --train-repeat needs a recipe that joins corpora; {name} has one ({r.corpus})")
+    counts = {}
+    for corpus, value in split_key_values(list(items)).items():
+        if corpus not in corpora:
+            raise UsageError(f"recipe {name}: --train-repeat {corpus}={value}: {corpus!r} is not one of its corpora "
+                             f"({', '.join(corpora)})")
+        try:
+            counts[corpus] = int(value)
+        except ValueError:
+            counts[corpus] = 0
+        if counts[corpus] < 1 or str(counts[corpus]) != value.strip():
+            raise UsageError(f"recipe {name}: --train-repeat {corpus}={value}: the count must be a whole number >= 1")
+    return counts
 
 
 def _run_stages(name: str, r: Recipe, data_dir: Path, out: Path, quick: bool, overrides: list[str], beam: int | None,

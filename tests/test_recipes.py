@@ -174,3 +174,11 @@ def test_a_repeated_corpus_enters_the_joint_train_set_that_many_times_under_new_
         assert by_id[f"rep3-{i}"].text == by_id[i].text and by_id[f"rep3-{i}"].audio_filepath == by_id[i].audio_filepath
     for split in ("dev", "test"):  # the shipped FSDD clips are test recordings
         assert (thrice / f"{split}.jsonl").read_text() == (once / f"{split}.jsonl").read_text()
+
+
+def test_train_repeat_from_the_command_line_names_corpora_of_the_recipe() -> None:
+    """``--train-repeat an4=3 wakeword=2`` becomes the recipe's counts (the refusals are tests/bad_usage.py cases)."""
+    from asr_s2s.recipes import RECIPES, _repeat_counts
+
+    assert _repeat_counts("default", RECIPES["default"], ["an4=3", "wakeword=2"]) == {"an4": 3, "wakeword": 2}
+    assert _repeat_counts("default", RECIPES["default"], ["an4=1", "an4=4"]) == {"an4": 4}  # the last one counts
