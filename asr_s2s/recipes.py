@@ -144,12 +144,9 @@ def _repeat_counts(name: str, r: Recipe, items: Sequence[str]) -> dict[str, int]
         if corpus not in corpora:
             raise UsageError(f"recipe {name}: --train-repeat {corpus}={value}: {corpus!r} is not one of its corpora "
                              f"({', '.join(corpora)})")
-        try:
-            counts[corpus] = int(value)
-        except ValueError:
-            counts[corpus] = 0
-        if counts[corpus] < 1 or str(counts[corpus]) != value.strip():
+        if not (value.strip().isascii() and value.strip().isdigit()) or int(value) < 1:
             raise UsageError(f"recipe {name}: --train-repeat {corpus}={value}: the count must be a whole number >= 1")
+        counts[corpus] = int(value)
     return counts
 
 
