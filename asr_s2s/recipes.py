@@ -329,12 +329,12 @@ def prepare_all(r: Recipe, data_dir: Path, man_dir: Path, ext: str, quick: bool 
 
 
 def _prefixed_ids(manifest_text: str, prefix: str) -> str:
-    """A JSON-lines manifest's entries with ``prefix`` before each id (entries without an id get one from the path)."""
+    """A prepared JSON-lines manifest's entries with ``prefix`` before each id (every corpus module writes ids)."""
     lines = []
     for line in manifest_text.splitlines():
         if line.strip():
             entry = json.loads(line)
-            entry["id"] = prefix + str(entry.get("id") or Path(entry["audio_filepath"]).stem)
+            entry["id"] = prefix + entry["id"]
             lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
     return "".join(lines)
 
