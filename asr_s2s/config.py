@@ -91,6 +91,10 @@ class TrainConfig:
     snapshot_every: int = 0
     early_stop_patience: int = 0  # epochs without dev improvement before stopping (0: off)
     eval_beam: int = 1
+    # The CTC head's share of the per-epoch dev score's search (0: attention alone). The dev score picks the kept
+    # epoch and judges the weight average, so it should decode the way the model will be used: a joint CTC/attention
+    # model's greedy attention output can rank epochs differently from its joint beam search.
+    eval_ctc_weight: float = 0.0
     log_every: int = 20
 
     def to_dict(self) -> dict:
@@ -187,7 +191,8 @@ _RULES: dict[str, tuple[str, Any]] = {
     **{k: ("float>", 0.0) for k in ("optim.lr", "optim.eps", "data.max_duration", "features.win_ms", "features.hop_ms")},
     **{k: ("float>=", 0.0) for k in ("optim.weight_decay", "optim.grad_clip", "data.min_duration", "data.subword_alpha")},
     "max_minutes": ("float?>", 0.0),
-    **{k: ("unit", None) for k in ("teacher_forcing", "teacher_forcing_final", "data.time_width", "optim.min_lr_ratio")},
+    **{k: ("unit", None) for k in ("teacher_forcing", "teacher_forcing_final", "data.time_width", "optim.min_lr_ratio",
+                                   "eval_ctc_weight")},
     **{k: ("unit)", None) for k in ("model.encoder.dropout", "model.decoder.dropout", "model.label_smoothing")},
     "data.character_coverage": ("(unit", None),
     "data.task": (("asr", "translation"), None),
@@ -240,6 +245,9 @@ def check_values(cfg: TrainConfig) -> TrainConfig:
     AugmentConfig.from_dict(cfg.data.augment)  # ValueError naming the key, e.g. data.augment.noise.p
     if cfg.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(cfg.device)):
         raise ValueError(f"config device: {cfg.device!r} must be auto, cpu, cuda, cuda:N or mps")
+    if cfg.eval_ctc_weight > 0 and (cfg.model.ctc_weight == 0 or cfg.data.task != "asr"):
+        raise ValueError(f"config eval_ctc_weight {cfg.eval_ctc_weight} needs a CTC head: a speech model "
+                         f"(data.task asr) with model.ctc_weight > 0")
     return cfg
 
 

@@ -126,12 +126,13 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
         return {"src": b["feats"], "src_lens": b["feat_lens"], "tgt": b["tokens"], "tgt_lens": b["token_lens"],
                 "ids": b["ids"], "duration": float(b["durations"].sum()), "num_skipped": b["num_skipped"]}
 
-    def evaluate_dev(model, beam: int = 1) -> Optional[dict]:
+    def evaluate_dev(model, beam: int = 1, ctc_weight: float = 0.0) -> Optional[dict]:
         if not dev_entries:
             return None
+        from .decoding import DecodeOptions
         from .evaluate import evaluate_entries
 
-        r = evaluate_entries(model, [e.to_dict() for e in dev_entries], beam=beam)
+        r = evaluate_entries(model, [e.to_dict() for e in dev_entries], options=DecodeOptions(beam=beam, ctc_weight=ctc_weight))
         if r.wer is None:  # no dev utterance could be decoded: no dev score (a 0.0 would be kept as the best)
             return None
         return {"metric": "wer", "higher_is_better": False, "wer": r.wer, "cer": r.cer, "dev_utterances": r.num_utterances,
