@@ -141,3 +141,37 @@ def test_ddp_two_processes_match_one(tmp_path: Path, fsdd_files: list[Path]) -> 
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=2e-5, rtol=1e-4, msg=lambda m: f"{k}: {m}")
+
+
+def test_the_dev_score_can_decode_with_the_ctc_head(tmp_path: Path, fsdd_files: list[Path]) -> None:
+    """``eval_ctc_weight``: the per-epoch dev score that picks the kept epoch searches with the CTC head. With weight 1
+    and beam 1 that is CTC best-path decoding, so the logged WER is the one `evaluate --ctc-weight 1` gives the kept
+    model, not its greedy attention WER."""
+    from asr_s2s.decoding import DecodeOptions
+    from asr_s2s.evaluate import evaluate_entries
+    from asr_s2s.model import load_model
+    from asr_s2s.train import train
+
+    train_m = small_manifest(fsdd_files[:16], tmp_path / "train.jsonl")
+    dev_m = small_manifest(fsdd_files[16:28], tmp_path / "dev.jsonl")
+    cfg = load_config(REPO / "asr_s2s/recipe_configs/fsdd.yaml", [
+        f"data.train={train_m}", f"data.dev={dev_m}", "epochs=2", "max_steps=null", "max_minutes=null",
+        "data.max_frames=300", "optim.warmup_steps=3", "checkpoint_every=0", "average_last=0",
+        "eval_beam=1", "eval_ctc_weight=1", *TINY])
+    model_path = train(cfg, tmp_path / "exp", quiet=True)
+    logged = [json.loads(line) for line in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [e for e in logged if e.get("event") == "epoch"]
+    kept = next(e for e in epochs if e["wer"] == min(x["wer"] for x in epochs))  # the first best epoch is kept
+    model = load_model(model_path)
+    dev = [e.to_dict() for e in read_manifest(dev_m)[0]]
+    ctc = evaluate_entries(model, dev, options=DecodeOptions(beam=1, ctc_weight=1.0))
+    attention = evaluate_entries(model, dev, options=DecodeOptions(beam=1))
+    assert (kept["wer"], kept["cer"]) == pytest.approx((ctc.wer, ctc.cer))
+    assert (ctc.wer, ctc.cer) != pytest.approx((attention.wer, attention.cer))  # the two searches are told apart
+
+
+def test_a_ctc_dev_score_needs_a_ctc_head() -> None:
+    with pytest.raises(ValueError, match="eval_ctc_weight 0.5 needs a CTC head"):
+        load_config(REPO / "asr_s2s/recipe_configs/fsdd.yaml", ["eval_ctc_weight=0.5", "model.ctc_weight=0"])
+    with pytest.raises(ValueError, match=r"config eval_ctc_weight must be a number in \[0, 1\]"):
+        load_config(REPO / "asr_s2s/recipe_configs/fsdd.yaml", ["eval_ctc_weight=1.5"])
