@@ -188,7 +188,7 @@ def _build_text(cfg: TrainConfig, out: Path, rank: int, world: int) -> TrainData
         return {"src": b["src"], "src_lens": b["src_lens"], "tgt": b["tokens"], "tgt_lens": b["token_lens"], "ids": b["ids"],
                 "duration": 0.0, "num_skipped": 0}
 
-    def evaluate_dev(model, beam: int = 1) -> Optional[dict]:
+    def evaluate_dev(model, beam: int = 1, ctc_weight: float = 0.0) -> Optional[dict]:  # no CTC head: config refuses > 0
         if not dev_pairs:
             return None
         from .evaluate import evaluate_pairs

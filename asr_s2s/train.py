@@ -374,9 +374,7 @@ def mark_cut_short(run: Run) -> None:
 def evaluate(run: Run) -> Optional[dict]:
     """Dev scores of the current weights ({"metric": "wer" | "bleu", "higher_is_better", <metric>, ...}), or None
     without a dev set."""
-    if run.cfg.eval_ctc_weight > 0:
-        return run.data.evaluate_dev(run.model, beam=run.cfg.eval_beam, ctc_weight=run.cfg.eval_ctc_weight)
-    return run.data.evaluate_dev(run.model, beam=run.cfg.eval_beam)
+    return run.data.evaluate_dev(run.model, beam=run.cfg.eval_beam, ctc_weight=run.cfg.eval_ctc_weight)
 
 
 def improves(res: dict, best: Optional[float], ties: bool = False) -> bool:
