@@ -126,13 +126,15 @@ def build_data(cfg: TrainConfig, out: Path, resume: bool = False, rank: int = 0,
         return {"src": b["feats"], "src_lens": b["feat_lens"], "tgt": b["tokens"], "tgt_lens": b["token_lens"],
                 "ids": b["ids"], "duration": float(b["durations"].sum()), "num_skipped": b["num_skipped"]}
 
+    dev_dicts = [e.to_dict() for e in dev_entries]  # once: the dev set is scored every epoch
+
     def evaluate_dev(model, beam: int = 1, ctc_weight: float = 0.0) -> Optional[dict]:
-        if not dev_entries:
+        if not dev_dicts:
             return None
         from .decoding import DecodeOptions
         from .evaluate import evaluate_entries
 
-        r = evaluate_entries(model, [e.to_dict() for e in dev_entries], options=DecodeOptions(beam=beam, ctc_weight=ctc_weight))
+        r = evaluate_entries(model, dev_dicts, options=DecodeOptions(beam=beam, ctc_weight=ctc_weight))
         if r.wer is None:  # no dev utterance could be decoded: no dev score (a 0.0 would be kept as the best)
             return None
         return {"metric": "wer", "higher_is_better": False, "wer": r.wer, "cer": r.cer, "dev_utterances": r.num_utterances,

@@ -52,6 +52,11 @@ class Recipe:
 
 _QUICK_DIGITS = {"train_per_length": 8, "dev_per_length": 2, "test_per_length": 3}  # 128 / 32 / 48 strings
 
+# The bundled recipe's mix (and its held-out-speaker twin's): three copies of AN4 and of FSDD. AN4's sentences were
+# 83 of 265 updates an epoch beside thousands of one-word clips, and FSDD's short digits lose ground when AN4 alone
+# is repeated (recipes/default/README.md).
+_DEFAULT_MIX_REPEATS = {"an4": 3, "fsdd": 3}
+
 RECIPES: dict[str, Recipe] = {
     "fsdd": Recipe("fsdd", "fsdd.yaml", {"split": "official"},
                    quick=["epochs=2", "data.max_dev=40", "model.encoder.hidden=64", "model.decoder.hidden=64"],
@@ -77,14 +82,12 @@ RECIPES: dict[str, Recipe] = {
                                description="mini LibriSpeech (train-clean-5 / dev-clean-2)"),
     "commonvoice": Recipe("commonvoice", "commonvoice.yaml", {}, quick=["epochs=1", "max_steps=20"],
                           description="Common Voice from an extracted release"),
-    # Three copies of AN4 and of FSDD: AN4's sentences were 83 of 265 updates an epoch beside thousands of one-word
-    # clips, and FSDD's short digits lose ground when AN4 alone is repeated (recipes/default/README.md).
     "default": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {}, quick=["epochs=1", "data.max_dev=40"],
-                      train_repeat={"an4": 3, "fsdd": 3},
+                      train_repeat=_DEFAULT_MIX_REPEATS,
                       description="the bundled default recognizer: AN4 + FSDD + wake words + alphanumeric prompts "
                                   "(letters, digits, numbers, addresses, command and wake words)"),
     "default_fsdd_speaker": Recipe("an4+fsdd+wakeword+alphanumeric", "default.yaml", {"fsdd": {"split": "speaker"}},
-                                   quick=["epochs=1", "data.max_dev=40"], train_repeat={"an4": 3, "fsdd": 3},
+                                   quick=["epochs=1", "data.max_dev=40"], train_repeat=_DEFAULT_MIX_REPEATS,
                                    description="the default recipe without FSDD's held-out speakers (fsdd/test: theo, "
                                                "never heard): how the bundled recipe does on a new voice"),
     "tatoeba_kor_eng": Recipe("tatoeba", "tatoeba_kor_eng.yaml", {"direction": "kor-eng"}, text=True, seed_experiment="text",
